@@ -1,1 +1,53 @@
-int main(void) { return 0; }
+/* main.c — `agora CMD [ARGS]`: dispatch to one file per subcommand. */
+#include "cli/cli.h"
+#include "core/core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct Command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
+    {"version", cmd_version, "print the version and the libraries used"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: agora COMMAND [OPTIONS] [ARGS]\n\n"
+            "Agora: a PACS and vendor-neutral archive.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    }
+    fprintf(out, "\n`agora COMMAND --help` documents each command's "
+                 "options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        return cmd_version(argc - 1, argv + 1);
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name) == 0) {
+            return COMMANDS[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "agora: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -43,4 +43,62 @@ void dicom__dataset_set_parent(DicomDataset *ds, DicomDataset *parent);
 int dicom__dataset_append(DicomDataset *ds, const DicomElement *el,
                           DicomElement **out);
 
+/* ---- input: a forward-only byte stream over memory or an fd ---------- */
+
+#include <zlib.h>
+
+/*
+ * DicomInput gives the reader a window of contiguous bytes over a memory
+ * buffer (zero-copy), a file descriptor (buffered), or either of those seen
+ * through raw inflate (Deflated Explicit VR Little Endian, PS3.5 §A.5).
+ * Offsets are logical: for deflated data they count inflated bytes.
+ */
+typedef struct DicomInput {
+    /* raw source: memory (fd < 0) or file descriptor */
+    const uint8_t *mem;
+    size_t mem_len;
+    size_t mem_pos;       /* raw bytes consumed from mem */
+    int fd;
+    bool fd_seekable;
+    uint64_t known_end;   /* logical size if known, else UINT64_MAX */
+    /* window of unread logical bytes: win[lo..hi) is at offset pos */
+    uint8_t *buf;         /* heap window (NULL when win == mem) */
+    size_t buf_cap;
+    const uint8_t *win;
+    size_t lo, hi;
+    uint64_t pos;
+    bool raw_eof;
+    /* inflate */
+    bool inflating;
+    bool z_done;
+    z_stream zs;
+    uint8_t *zbuf;        /* raw compressed bytes read from fd */
+    size_t zcap;
+    uint64_t max_inflated;
+} DicomInput;
+
+void dicom__input_init_mem(DicomInput *in, const uint8_t *p, size_t n);
+int dicom__input_init_fd(DicomInput *in, int fd, AgError *err);
+void dicom__input_deinit(DicomInput *in);
+/* Everything after the current position is raw-deflated (PS3.5 §A.5). */
+int dicom__input_start_inflate(DicomInput *in, AgError *err);
+/* Make n bytes available at *p.  AG_ERR_EOF if the stream ends first
+ * (*avail then says how many there are), AG_ERR_IO/NOMEM/PARSE. */
+int dicom__input_peek(DicomInput *in, size_t n, const uint8_t **p,
+                      size_t *avail, AgError *err);
+void dicom__input_advance(DicomInput *in, size_t n);
+/* Copy n bytes out; AG_ERR_EOF if truncated. */
+int dicom__input_read(DicomInput *in, void *dst, size_t n, AgError *err);
+int dicom__input_skip(DicomInput *in, uint64_t n, AgError *err);
+static inline uint64_t dicom__input_pos(const DicomInput *in)
+{
+    return in->pos;
+}
+/* Bytes left if known, else UINT64_MAX. */
+static inline uint64_t dicom__input_remaining(const DicomInput *in)
+{
+    return in->known_end == UINT64_MAX ? UINT64_MAX
+                                       : in->known_end - in->pos;
+}
+
 #endif

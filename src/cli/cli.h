@@ -1,0 +1,9 @@
+/* cli.h — subcommands of the `agora` executable (DESIGN.md §4). */
+#ifndef AG_CLI_H
+#define AG_CLI_H
+
+/* Each returns the process exit status: 0 ok, 1 failure, 2 usage. */
+int cmd_version(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+
+#endif
