@@ -13,6 +13,8 @@ typedef struct Command {
 
 static const Command COMMANDS[] = {
     {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
+    {"transcode", cmd_transcode,
+     "write a DICOM file in another transfer syntax"},
     {"version", cmd_version, "print the version and the libraries used"},
 };
 
