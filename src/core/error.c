@@ -23,6 +23,7 @@ const char *ag_err_name(int code)
     }
 }
 
+__attribute__((format(printf, 5, 0)))
 static void set_va(AgError *err, const char *file, int line, int code,
                    const char *fmt, va_list ap)
 {
