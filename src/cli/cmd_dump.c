@@ -18,20 +18,22 @@ static void usage(FILE *out)
             "  --json          print DICOM JSON (PS3.18 Annex F) instead\n"
             "  --meta          include the file meta group in --json output\n"
             "  --no-pixels     stop reading before the pixel data\n"
+            "  --strict        refuse odd value lengths (PS3.5 §7.1.1)\n"
             "  --max-value N   show at most N characters of a value "
             "(default 64)\n"
             "  -h, --help      show this help\n");
 }
 
 static int dump_one(const char *path, bool json, bool meta, bool no_pixels,
-                    size_t max_value)
+                    bool strict, size_t max_value)
 {
     AgArena *a = ag_arena_create((size_t)2 << 30);
     if (a == NULL) {
         fprintf(stderr, "agora dump: out of memory\n");
         return 1;
     }
-    DicomReadOptions opt = {.stop_before_pixels = no_pixels};
+    DicomReadOptions opt = {.stop_before_pixels = no_pixels,
+                            .strict = strict};
     DicomFile *f = NULL;
     AgError err;
     ag_error_clear(&err);
@@ -73,11 +75,12 @@ int cmd_dump(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"meta", no_argument, NULL, 'm'},
         {"no-pixels", no_argument, NULL, 'n'},
+        {"strict", no_argument, NULL, 's'},
         {"max-value", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool json = false, meta = false, no_pixels = false;
+    bool json = false, meta = false, no_pixels = false, strict = false;
     size_t max_value = 64;
     int c;
     optind = 1;
@@ -86,6 +89,7 @@ int cmd_dump(int argc, char **argv)
         case 'j': json = true; break;
         case 'm': meta = true; break;
         case 'n': no_pixels = true; break;
+        case 's': strict = true; break;
         case 'v': {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -107,7 +111,7 @@ int cmd_dump(int argc, char **argv)
     }
     int status = 0;
     for (int i = optind; i < argc; i++) {
-        if (dump_one(argv[i], json, meta, no_pixels, max_value) != 0) {
+        if (dump_one(argv[i], json, meta, no_pixels, strict, max_value) != 0) {
             status = 1;
         }
     }

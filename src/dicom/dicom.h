@@ -379,6 +379,8 @@ typedef struct DicomReadOptions {
     uint32_t max_depth;       /* sequence nesting; 0 = default (32) */
     const char *ts_uid;       /* for a bare dataset (no preamble/meta):
                                * its transfer syntax; NULL = detect */
+    bool strict;              /* refuse what PS3.5 forbids but readers
+                               * tolerate (odd value lengths) */
 } DicomReadOptions;
 
 typedef struct DicomFile {

@@ -217,6 +217,14 @@ static int read_value(Reader *r, DicomElement *el, const Header *h)
                  "VR %s", h->length, info->unit, info->name);
         return parse_error(r, h->offset, h->tag, what);
     }
+    if (h->length % 2 != 0 && r->opt->strict) {
+        /* PS3.5 §7.1.1: every defined value length is even.  Lenient by
+         * default: old modalities write odd private values, and DCMTK and
+         * pydicom read them; an archive should not lose such a study. */
+        char what[48];
+        snprintf(what, sizeof what, "length %u is odd", h->length);
+        return parse_error(r, h->offset, h->tag, what);
+    }
     if (h->length == 0) {
         return AG_OK;
     }
