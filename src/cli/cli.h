@@ -4,6 +4,7 @@
 
 /* Each returns the process exit status: 0 ok, 1 failure, 2 usage. */
 int cmd_version(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_transcode(int argc, char **argv);
 

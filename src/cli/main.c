@@ -12,6 +12,7 @@ typedef struct Command {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"demo", cmd_demo, "write synthetic images to look at"},
     {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
     {"transcode", cmd_transcode,
      "write a DICOM file in another transfer syntax"},

@@ -362,6 +362,7 @@ int dicom_pn_parse(const char *value, AgArena *a, DicomPersonName *out,
  * at '^' and '='); vr tells which delimiters apply.  Bytes that cannot be
  * decoded become U+FFFD.  *out is NUL-terminated, allocated in a.
  * Errors: AG_ERR_UNSUPPORTED for an unknown defined term.
+ * Thread-safe: converters are cached per thread (closed at thread exit).
  */
 int dicom_charset_to_utf8(const char *charset, DicomVR vr,
                           const uint8_t *in, size_t len, AgArena *a,

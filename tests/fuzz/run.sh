@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run every libFuzzer target in BUILDDIR for SECONDS each, over a seed
+# corpus made from files Debian's packages ship (nothing third-party is
+# committed).  Exit status: the number of targets that found a crash.
+set -uo pipefail
+BUILD=${1:-build-fuzz}
+SECS=${2:-45}
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/agora-fuzz.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+PYD=/usr/lib/python3/dist-packages/pydicom/data/test_files
+mkdir -p "$WORK/seed_read" "$WORK/seed_json_read" "$WORK/seed_charset"
+printf '\x08\x1b$B;3ED\x1b(B^\x1b$BB@O:' >"$WORK/seed_charset/jis"
+printf '\x02M\xc3\xbcller^J\xc3\xbcrgen' >"$WORK/seed_charset/utf8"
+for f in CT_small MR_small_implicit MR_small_bigendian image_dfl rtplan \
+         nested_priv_SQ UN_sequence ExplVR_LitEndNoMeta priv_SQ \
+         JPEG2000 MR_small_RLE; do
+    [ -f "$PYD/$f.dcm" ] && cp "$PYD/$f.dcm" "$WORK/seed_read/"
+done
+[ -d "$HERE/corpus/json" ] && cp "$HERE"/corpus/json/* "$WORK/seed_json_read/" 2>/dev/null
+[ -d "$HERE/corpus/read" ] && cp "$HERE"/corpus/read/* "$WORK/seed_read/" 2>/dev/null
+
+crashed=0
+for exe in "$BUILD"/tests/fuzz/fuzz_*; do
+    [ -x "$exe" ] || continue
+    name=$(basename "$exe")
+    seed="$WORK/seed_${name#fuzz_}"
+    mkdir -p "$seed" "$WORK/out_$name"
+    echo "--- $name"
+    if "$exe" -max_total_time="$SECS" -max_len=262144 -rss_limit_mb=2048 \
+            -timeout=10 -print_final_stats=1 -artifact_prefix="$WORK/" \
+            "$WORK/out_$name" "$seed" >"$WORK/$name.log" 2>&1; then
+        grep -E "stat::number_of_executed_units|Done" "$WORK/$name.log" | tail -2
+    else
+        crashed=$((crashed + 1))
+        tail -60 "$WORK/$name.log"
+        for a in "$WORK"/crash-* "$WORK"/leak-* "$WORK"/timeout-* "$WORK"/oom-*; do
+            [ -f "$a" ] && { echo "artifact: $a"; xxd "$a" | head -20; }
+        done
+    fi
+done
+exit $crashed

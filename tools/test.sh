@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install what is missing, build, and run every test:
+#   1. unit tests (cmocka, meson test), -Wall -Wextra -Werror
+#   2. the same under ASan+UBSan (LeakSanitizer on)
+#   3. system tests (pytest, /usr/bin/python3) against the built binary
+#   4. each fuzz target for a bounded time (clang, libFuzzer)
+#   5. bench/run --quick as a smoke test of the benchmark harness
+# The last line is "N passed, N failed".  Exit status 0 only if all passed.
+# Environment: FUZZ_SECONDS (default 45 per target), SKIP_BENCH=1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+tools/install-deps.sh --test || { echo "dependency install failed"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+failures=()
+count() {   # count NAME PASSED FAILED
+    passed=$((passed + $2))
+    failed=$((failed + $3))
+    if [ "$3" -ne 0 ]; then failures+=("$1"); fi
+}
+
+# meson test summary lines: "Ok: N", "Fail: N", "Timeout: N" ...
+meson_stage() {   # meson_stage NAME BUILDDIR SETUP-ARGS...
+    local name=$1 dir=$2; shift 2
+    echo "=== $name ==="
+    if [ ! -f "$dir/build.ninja" ]; then
+        if ! meson setup "$dir" "$@" >"$dir.setup.log" 2>&1; then
+            cat "$dir.setup.log"; count "$name (setup)" 0 1; return
+        fi
+    fi
+    if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+        tail -50 "$dir.build.log"; count "$name (build)" 0 1; return
+    fi
+    local out
+    out=$(meson test -C "$dir" --print-errorlogs --num-processes 2 2>&1)
+    echo "$out" | grep -E "^ *[0-9]+/[0-9]+ |Ok:|Fail:|Timeout:"
+    local ok fail to
+    ok=$(echo "$out" | awk '/^Ok:/ {print $2}')
+    fail=$(echo "$out" | awk '/^Fail:/ {print $2}')
+    to=$(echo "$out" | awk '/^Timeout:/ {print $2}')
+    if [ -z "$ok" ]; then echo "$out" | tail -30; count "$name" 0 1; return; fi
+    if [ "${fail:-0}" -ne 0 ] || [ "${to:-0}" -ne 0 ]; then echo "$out" | tail -60; fi
+    count "$name" "$ok" $(( ${fail:-0} + ${to:-0} ))
+}
+
+meson_stage "unit tests" build -Dwerror=true -Dbuildtype=debugoptimized
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+meson_stage "unit tests (ASan+UBSan)" build-asan -Dwerror=true \
+    -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "=== system tests ==="
+if [ -x build/agora ]; then
+    export AGORA_BIN=$ROOT/build/agora
+    out=$(/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system 2>&1)
+    rc=$?
+    echo "$out" | tail -25
+    sp=$(echo "$out" | tail -1 | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+    sf=$(echo "$out" | tail -1 | grep -oE '[0-9]+ (failed|error|errors)' | awk '{s += $1} END {print s + 0}')
+    [ -z "$sf" ] && sf=0
+    if [ $rc -ne 0 ] && [ "$sf" -eq 0 ]; then sf=1; fi
+    count "system tests" "${sp:-0}" "$sf"
+else
+    count "system tests (no binary)" 0 1
+fi
+
+echo "=== fuzz (${FUZZ_SECONDS:-45}s per target) ==="
+if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dwerror=true \
+        -Db_sanitize=address,undefined -Db_lundef=false >build-fuzz.setup.log 2>&1 \
+        || cat build-fuzz.setup.log
+fi
+if ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
+    tests/fuzz/run.sh build-fuzz "${FUZZ_SECONDS:-45}"
+    frc=$?
+    nt=$(ls tests/fuzz/fuzz_*.c | wc -l)
+    if [ $frc -eq 0 ]; then count "fuzz" "$nt" 0; else count "fuzz" 0 "$frc"; fi
+else
+    tail -30 build-fuzz.build.log; count "fuzz (build)" 0 1
+fi
+
+if [ "${SKIP_BENCH:-0}" != 1 ] && [ -x bench/run ]; then
+    echo "=== bench/run --quick (smoke test, no timing asserts) ==="
+    if timeout 600 bench/run --quick >bench-quick.log 2>&1; then
+        tail -40 bench-quick.log; count "bench smoke" 1 0
+    else
+        tail -60 bench-quick.log; count "bench smoke" 0 1
+    fi
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed stages: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
