@@ -94,7 +94,7 @@ static int ensure_room(DicomDataset *ds)
     if (ds->cap >= UINT32_MAX / 2) {
         return AG_ERR_LIMIT;
     }
-    uint32_t cap = ds->cap == 0 ? 16 : ds->cap * 2;
+    uint32_t cap = ds->cap == 0 ? 64 : ds->cap * 2;
     DicomElement *e = ag_arena_grow(ds->arena, ds->elems, ds->count, cap,
                                     sizeof *e);
     if (e == NULL) {
@@ -126,7 +126,16 @@ int dicom__dataset_append(DicomDataset *ds, const DicomElement *el,
                           DicomElement **out)
 {
     if (ds->count == 0 || ds->elems[ds->count - 1].tag < el->tag) {
-        return insert_at(ds, ds->count, el, out);
+        int rc = ensure_room(ds);
+        if (rc != AG_OK) {
+            return rc;
+        }
+        DicomElement *dst = &ds->elems[ds->count++];
+        *dst = *el;
+        if (out != NULL) {
+            *out = dst;
+        }
+        return AG_OK;
     }
     uint32_t i = lower_bound(ds, el->tag);
     if (i < ds->count && ds->elems[i].tag == el->tag) {

@@ -45,6 +45,7 @@ int dicom__dataset_append(DicomDataset *ds, const DicomElement *el,
 
 /* ---- input: a forward-only byte stream over memory or an fd ---------- */
 
+#include <string.h>
 #include <zlib.h>
 
 /*
@@ -84,11 +85,38 @@ void dicom__input_deinit(DicomInput *in);
 int dicom__input_start_inflate(DicomInput *in, AgError *err);
 /* Make n bytes available at *p.  AG_ERR_EOF if the stream ends first
  * (*avail then says how many there are), AG_ERR_IO/NOMEM/PARSE. */
-int dicom__input_peek(DicomInput *in, size_t n, const uint8_t **p,
-                      size_t *avail, AgError *err);
-void dicom__input_advance(DicomInput *in, size_t n);
+int dicom__input_peek_slow(DicomInput *in, size_t n, const uint8_t **p,
+                           size_t *avail, AgError *err);
+static inline int dicom__input_peek(DicomInput *in, size_t n,
+                                    const uint8_t **p, size_t *avail,
+                                    AgError *err)
+{
+    if (in->hi - in->lo >= n) {   /* hot path: one element header */
+        *p = in->win + in->lo;
+        if (avail != NULL) {
+            *avail = in->hi - in->lo;
+        }
+        return AG_OK;
+    }
+    return dicom__input_peek_slow(in, n, p, avail, err);
+}
+static inline void dicom__input_advance(DicomInput *in, size_t n)
+{
+    in->lo += n;
+    in->pos += n;
+}
 /* Copy n bytes out; AG_ERR_EOF if truncated. */
-int dicom__input_read(DicomInput *in, void *dst, size_t n, AgError *err);
+int dicom__input_read_slow(DicomInput *in, void *dst, size_t n, AgError *err);
+static inline int dicom__input_read(DicomInput *in, void *dst, size_t n,
+                                    AgError *err)
+{
+    if (n <= in->hi - in->lo) {
+        memcpy(dst, in->win + in->lo, n);
+        dicom__input_advance(in, n);
+        return AG_OK;
+    }
+    return dicom__input_read_slow(in, dst, n, err);
+}
 int dicom__input_skip(DicomInput *in, uint64_t n, AgError *err);
 static inline uint64_t dicom__input_pos(const DicomInput *in)
 {

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WINDOW_SIZE (32 * 1024)
+#define WINDOW_SIZE (8 * 1024)
 #define ZBUF_SIZE (64 * 1024)
 /* A deflated data set may not inflate past this (deflate bombs,
  * SECURITY.md rule 10). */
@@ -196,8 +196,8 @@ static int refill(DicomInput *in, size_t n, AgError *err)
     return AG_OK;
 }
 
-int dicom__input_peek(DicomInput *in, size_t n, const uint8_t **p,
-                      size_t *avail, AgError *err)
+int dicom__input_peek_slow(DicomInput *in, size_t n, const uint8_t **p,
+                           size_t *avail, AgError *err)
 {
     if (in->hi - in->lo < n) {
         int rc = refill(in, n, err);
@@ -213,13 +213,8 @@ int dicom__input_peek(DicomInput *in, size_t n, const uint8_t **p,
     return have >= n ? AG_OK : AG_ERR_EOF;
 }
 
-void dicom__input_advance(DicomInput *in, size_t n)
-{
-    in->lo += n;
-    in->pos += n;
-}
-
-int dicom__input_read(DicomInput *in, void *dst, size_t n, AgError *err)
+int dicom__input_read_slow(DicomInput *in, void *dst, size_t n,
+                           AgError *err)
 {
     uint8_t *d = dst;
     size_t have = in->hi - in->lo;

@@ -146,8 +146,8 @@ static int read_header(Reader *r, const DicomDataset *ds, Header *h)
         dicom__input_advance(r->in, 8);
         return AG_OK;
     }
-    if (!is_upper(p[4]) || !is_upper(p[5]) ||
-        dicom_vr_info(DICOM_VR(p[4], p[5])) == NULL) {
+    const DicomVRInfo *info = dicom_vr_info(DICOM_VR(p[4], p[5]));
+    if (info == NULL) {
         char vr[12];
         if (is_upper(p[4]) && is_upper(p[5])) {
             snprintf(vr, sizeof vr, "%c%c", p[4], p[5]);
@@ -159,8 +159,8 @@ static int read_header(Reader *r, const DicomDataset *ds, Header *h)
                             "VR %s", TAGF(h->tag),
                             (unsigned long long)h->offset, vr);
     }
-    h->vr = DICOM_VR(p[4], p[5]);
-    if (!dicom_vr_info(h->vr)->long_header) {
+    h->vr = info->vr;
+    if (!info->long_header) {
         h->length = rd16(r, p + 6);
         h->size = 8;
         dicom__input_advance(r->in, 8);

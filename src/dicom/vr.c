@@ -44,21 +44,32 @@ static const DicomVRInfo VRS[] = {
     {DICOM_VR_UV, "UV", DICOM_VRK_BINARY, true, 8, '\0', 8},
 };
 
+/* Direct index: (first letter, second letter) -> 1 + position in VRS.
+ * The reader asks for every element, so this is a table, not a search. */
+#define IX(a, b) (((a) - 'A') * 26 + ((b) - 'A'))
+static const uint8_t VR_INDEX[26 * 26] = {
+    [IX('A', 'E')] = 1,  [IX('A', 'S')] = 2,  [IX('A', 'T')] = 3,
+    [IX('C', 'S')] = 4,  [IX('D', 'A')] = 5,  [IX('D', 'S')] = 6,
+    [IX('D', 'T')] = 7,  [IX('F', 'D')] = 8,  [IX('F', 'L')] = 9,
+    [IX('I', 'S')] = 10, [IX('L', 'O')] = 11, [IX('L', 'T')] = 12,
+    [IX('O', 'B')] = 13, [IX('O', 'D')] = 14, [IX('O', 'F')] = 15,
+    [IX('O', 'L')] = 16, [IX('O', 'V')] = 17, [IX('O', 'W')] = 18,
+    [IX('P', 'N')] = 19, [IX('S', 'H')] = 20, [IX('S', 'L')] = 21,
+    [IX('S', 'Q')] = 22, [IX('S', 'S')] = 23, [IX('S', 'T')] = 24,
+    [IX('S', 'V')] = 25, [IX('T', 'M')] = 26, [IX('U', 'C')] = 27,
+    [IX('U', 'I')] = 28, [IX('U', 'L')] = 29, [IX('U', 'N')] = 30,
+    [IX('U', 'R')] = 31, [IX('U', 'S')] = 32, [IX('U', 'T')] = 33,
+    [IX('U', 'V')] = 34,
+};
+
 const DicomVRInfo *dicom_vr_info(DicomVR vr)
 {
-    size_t lo = 0, hi = sizeof VRS / sizeof VRS[0];
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (VRS[mid].vr == vr) {
-            return &VRS[mid];
-        }
-        if (VRS[mid].vr < vr) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    unsigned a = (unsigned)(vr >> 8) - 'A', b = (unsigned)(vr & 0xff) - 'A';
+    if (a >= 26 || b >= 26) {
+        return NULL;
     }
-    return NULL;
+    unsigned i = VR_INDEX[a * 26 + b];
+    return i == 0 ? NULL : &VRS[i - 1];
 }
 
 DicomVR dicom_vr_from_str(const char *s)

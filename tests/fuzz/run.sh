@@ -23,7 +23,7 @@ done
 
 crashed=0
 for exe in "$BUILD"/tests/fuzz/fuzz_*; do
-    [ -x "$exe" ] || continue
+    [ -f "$exe" ] && [ -x "$exe" ] || continue
     name=$(basename "$exe")
     seed="$WORK/seed_${name#fuzz_}"
     mkdir -p "$seed" "$WORK/out_$name"
