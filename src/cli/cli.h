@@ -4,8 +4,11 @@
 
 /* Each returns the process exit status: 0 ok, 1 failure, 2 usage. */
 int cmd_version(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
 int cmd_transcode(int argc, char **argv);
 
 #endif

@@ -12,8 +12,12 @@ typedef struct Command {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"check", cmd_check,
+     "verify the index against the blobs (--repair fixes)"},
     {"demo", cmd_demo, "write synthetic images to look at"},
     {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
+    {"import", cmd_import, "store files, folders and DICOMDIR media"},
+    {"ls", cmd_ls, "list patients, studies, series or instances"},
     {"transcode", cmd_transcode,
      "write a DICOM file in another transfer syntax"},
     {"version", cmd_version, "print the version and the libraries used"},

@@ -192,7 +192,26 @@ bool ag_log_enabled(AgLogLevel level);
 void ag_log_write(AgLogLevel level, const char *mod, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ---- fault injection (tests only) ------------------------------------- */
+
+/**
+ * True when the named fault point should fail now.  Points are armed by the
+ * environment variable AGORA_FAULT="point:N[,point:N...]": the N-th time
+ * (1-based) the point is reached it fails, once.  "point:*" fails every
+ * time.  Without the variable this is one relaxed load.  Thread-safe.
+ * Used by the blob and index write paths (SQLite's fault injection idea).
+ */
+bool ag_fault(const char *point);
+
 /* ---- files ------------------------------------------------------------ */
+
+/**
+ * snprintf that reports truncation: AG_OK, or AG_ERR_LIMIT when the output
+ * did not fit (out is then truncated but NUL-terminated).  For paths and
+ * names built from bounded parts.
+ */
+int ag_fmt(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /**
  * Read a whole file into a heap buffer (NUL appended, not counted), refusing

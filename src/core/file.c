@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,4 +75,13 @@ int ag_write_all(int fd, const void *p, size_t n, AgError *err)
         n -= (size_t)w;
     }
     return AG_OK;
+}
+
+int ag_fmt(char *out, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    return n < 0 || (size_t)n >= cap ? AG_ERR_LIMIT : AG_OK;
 }

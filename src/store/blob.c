@@ -1,0 +1,503 @@
+/*
+ * blob.c — the filesystem blob store: one file per instance under
+ * DIR/blobs/ab/cd/, written to a temporary name, fsynced and renamed
+ * (DESIGN.md §6, SECURITY.md rule 4).  Names come from a BLAKE2b hash of the
+ * SOP Instance UID plus a random suffix (a replacement gets a new file, so
+ * the old one stays valid until the index commit says otherwise); paths are
+ * never built from data (SECURITY.md rule 2).
+ */
+#include "store_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COPY_CHUNK (256 * 1024)
+
+struct StoreBlobs {
+    char root[AG_PATH_MAX];      /* DIR/blobs */
+    char tmp[AG_PATH_MAX];       /* DIR/tmp */
+};
+
+static int mkdir_p(const char *path, AgError *err)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST) {
+        return AG_OK;
+    }
+    return ag_error_errno(err, AG_ERR_IO, "mkdir %s", path);
+}
+
+static int fsync_dir(const char *path, AgError *err)
+{
+    if (ag_fault("blob.dirsync")) {
+        errno = EIO;
+        return ag_error_errno(err, AG_ERR_IO, "fsync %s", path);
+    }
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return ag_error_errno(err, AG_ERR_IO, "open %s", path);
+    }
+    int rc = AG_OK;
+    if (fsync(fd) != 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "fsync %s", path);
+    }
+    close(fd);
+    return rc;
+}
+
+/* Remove every entry of a flat directory (the spool). */
+static void empty_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+/* Temporary blob files are "name.tmp" beside the final name. */
+static bool is_tmp_name(const char *n)
+{
+    size_t len = strlen(n);
+    return len > 4 && strcmp(n + len - 4, ".tmp") == 0;
+}
+
+static int clean_fanout(const char *root)
+{
+    DIR *d1 = opendir(root);
+    if (d1 == NULL) {
+        return AG_OK;
+    }
+    struct dirent *a;
+    while ((a = readdir(d1)) != NULL) {
+        if (a->d_name[0] == '.') {
+            continue;
+        }
+        char p1[AG_PATH_MAX];
+        ag_fmt(p1, sizeof p1, "%s/%s", root, a->d_name);
+        DIR *d2 = opendir(p1);
+        if (d2 == NULL) {
+            continue;
+        }
+        struct dirent *b;
+        while ((b = readdir(d2)) != NULL) {
+            if (b->d_name[0] == '.') {
+                continue;
+            }
+            char p2[AG_PATH_MAX];
+            ag_fmt(p2, sizeof p2, "%s/%s", p1, b->d_name);
+            DIR *d3 = opendir(p2);
+            if (d3 == NULL) {
+                continue;
+            }
+            struct dirent *c;
+            while ((c = readdir(d3)) != NULL) {
+                if (is_tmp_name(c->d_name)) {
+                    unlinkat(dirfd(d3), c->d_name, 0);
+                }
+            }
+            closedir(d3);
+        }
+        closedir(d2);
+    }
+    closedir(d1);
+    return AG_OK;
+}
+
+int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
+{
+    if (sodium_init() < 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "libsodium failed to start");
+    }
+    StoreBlobs *b = ag_calloc(1, sizeof *b);
+    if (b == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "blobs: out of memory");
+    }
+    if (strlen(data_dir) > AG_PATH_MAX - STORE_BLOB_NAME_MAX - 32 ||
+        ag_fmt(b->root, sizeof b->root, "%s/blobs", data_dir) != AG_OK ||
+        ag_fmt(b->tmp, sizeof b->tmp, "%s/tmp", data_dir) != AG_OK) {
+        ag_free(b);
+        return ag_error_set(err, AG_ERR_INVALID, "data directory path too "
+                            "long");
+    }
+    int rc = mkdir_p(b->root, err);
+    if (rc == AG_OK) {
+        rc = mkdir_p(b->tmp, err);
+    }
+    if (rc != AG_OK) {
+        ag_free(b);
+        return rc;
+    }
+    /* Reconcile at start (SECURITY.md rule 4): nothing half-written
+     * survives a crash. */
+    empty_dir(b->tmp);
+    clean_fanout(b->root);
+    *out = b;
+    return AG_OK;
+}
+
+void store__blobs_close(StoreBlobs *b)
+{
+    ag_free(b);
+}
+
+const char *store__blobs_tmp_dir(const StoreBlobs *b)
+{
+    return b->tmp;
+}
+
+void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX])
+{
+    unsigned char h[16];
+    crypto_generichash(h, sizeof h, (const unsigned char *)uid, strlen(uid),
+                       NULL, 0);
+    unsigned char r[8];
+    randombytes_buf(r, sizeof r);
+    char hex[33], rhex[17];
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    sodium_bin2hex(rhex, sizeof rhex, r, sizeof r);
+    ag_fmt(out, STORE_BLOB_NAME_MAX, "%.2s/%.2s/%s-%s", hex, hex + 2, hex,
+             rhex);
+}
+
+int store__blob_path(const StoreBlobs *b, const char *name, char *out,
+                     size_t cap, AgError *err)
+{
+    if (ag_fmt(out, cap, "%s/%s", b->root, name) != AG_OK) {
+        return ag_error_set(err, AG_ERR_INVALID, "blob path too long");
+    }
+    return AG_OK;
+}
+
+/* Make DIR/blobs/ab/cd for name. */
+static int make_parents(StoreBlobs *b, const char *name, AgError *err)
+{
+    char p[AG_PATH_MAX];
+    ag_fmt(p, sizeof p, "%s/%.2s", b->root, name);
+    int rc = mkdir_p(p, err);
+    if (rc == AG_OK) {
+        ag_fmt(p, sizeof p, "%s/%.5s", b->root, name);
+        rc = mkdir_p(p, err);
+    }
+    return rc;
+}
+
+/* A temporary file beside the final name, written then committed. */
+typedef struct Tmp {
+    char tmp[AG_PATH_MAX];
+    char final[AG_PATH_MAX];
+    int fd;
+    crypto_generichash_state h;
+    uint64_t size;
+} Tmp;
+
+static int tmp_open(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
+{
+    t->fd = -1;
+    t->size = 0;
+    int rc = store__blob_path(b, name, t->final, sizeof t->final, err);
+    if (rc == AG_OK) {
+        rc = make_parents(b, name, err);
+    }
+    if (rc != AG_OK) {
+        return rc;
+    }
+    ag_fmt(t->tmp, sizeof t->tmp, "%s.tmp", t->final);
+    /* 0440: stored blobs are never executable (SECURITY.md rule 9). */
+    t->fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0440);
+    if (t->fd < 0) {
+        return ag_error_errno(err, AG_ERR_IO, "create %s", t->tmp);
+    }
+    crypto_generichash_init(&t->h, NULL, 0, 32);
+    return AG_OK;
+}
+
+static int tmp_write(Tmp *t, const void *p, size_t n, AgError *err)
+{
+    if (ag_fault("blob.write")) {
+        errno = ENOSPC;
+        return ag_error_errno(err, AG_ERR_IO, "write %s", t->tmp);
+    }
+    crypto_generichash_update(&t->h, p, n);
+    t->size += n;
+    int rc = ag_write_all(t->fd, p, n, err);
+    if (rc != AG_OK) {
+        ag_error_prefix(err, "%s: ", t->tmp);
+    }
+    return rc;
+}
+
+static void tmp_abort(Tmp *t)
+{
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
+    unlink(t->tmp);
+}
+
+static void finish_hash(crypto_generichash_state *h, StoreBlobInfo *info)
+{
+    unsigned char d[32];
+    crypto_generichash_final(h, d, sizeof d);
+    sodium_bin2hex(info->checksum, sizeof info->checksum, d, sizeof d);
+}
+
+/* fsync, close, rename into place; on failure nothing is left. */
+static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
+{
+    int rc = AG_OK;
+    if (ag_fault("blob.fsync")) {
+        errno = EIO;
+        rc = ag_error_errno(err, AG_ERR_IO, "fsync %s", t->tmp);
+    } else if (fdatasync(t->fd) != 0) {
+        /* A failed fsync fails the store; never retry it and trust the
+         * result (SECURITY.md rule 4). */
+        rc = ag_error_errno(err, AG_ERR_IO, "fsync %s", t->tmp);
+    }
+    if (close(t->fd) != 0 && rc == AG_OK) {
+        rc = ag_error_errno(err, AG_ERR_IO, "close %s", t->tmp);
+    }
+    t->fd = -1;
+    if (rc == AG_OK && ag_fault("blob.rename")) {
+        errno = EIO;
+        rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
+    } else if (rc == AG_OK && rename(t->tmp, t->final) != 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
+    }
+    if (rc != AG_OK) {
+        unlink(t->tmp);
+        return rc;
+    }
+    info->size = t->size;
+    finish_hash(&t->h, info);
+    return AG_OK;
+}
+
+int store__blob_put_buffer(StoreBlobs *b, const char *name,
+                           const uint8_t *p, size_t n, StoreBlobInfo *info,
+                           AgError *err)
+{
+    Tmp t;
+    int rc = tmp_open(b, name, &t, err);
+    if (rc == AG_OK) {
+        rc = tmp_write(&t, p, n, err);
+    }
+    if (rc == AG_OK) {
+        return tmp_commit(&t, info, err);
+    }
+    tmp_abort(&t);
+    return rc;
+}
+
+int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
+                       uint64_t max_bytes, StoreBlobInfo *info, AgError *err)
+{
+    uint8_t *buf = ag_malloc(COPY_CHUNK);
+    if (buf == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "blob copy: out of memory");
+    }
+    Tmp t;
+    int rc = tmp_open(b, name, &t, err);
+    while (rc == AG_OK) {
+        ssize_t n = read(fd, buf, COPY_CHUNK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "read");
+            break;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (t.size + (uint64_t)n > max_bytes) {
+            rc = ag_error_set(err, AG_ERR_LIMIT, "instance is larger than "
+                              "%llu bytes", (unsigned long long)max_bytes);
+            break;
+        }
+        rc = tmp_write(&t, buf, (size_t)n, err);
+    }
+    ag_free(buf);
+    if (rc == AG_OK) {
+        return tmp_commit(&t, info, err);
+    }
+    tmp_abort(&t);
+    return rc;
+}
+
+int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
+                           StoreBlobInfo *info, AgError *err)
+{
+    Tmp t;
+    int rc = store__blob_path(b, name, t.final, sizeof t.final, err);
+    if (rc == AG_OK) {
+        rc = make_parents(b, name, err);
+    }
+    if (rc != AG_OK) {
+        unlink(path);
+        return rc;
+    }
+    /* Hash while reading it back (warm in the page cache), then fsync the
+     * spooled file itself and move it into place. */
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "open %s", path);
+        unlink(path);
+        return rc;
+    }
+    ag_fmt(t.tmp, sizeof t.tmp, "%s", path);
+    t.fd = fd;
+    t.size = 0;
+    crypto_generichash_init(&t.h, NULL, 0, 32);
+    uint8_t *buf = ag_malloc(COPY_CHUNK);
+    if (buf == NULL) {
+        tmp_abort(&t);
+        return ag_error_set(err, AG_ERR_NOMEM, "blob: out of memory");
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, COPY_CHUNK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "read %s", path);
+        }
+        if (n <= 0) {
+            break;
+        }
+        crypto_generichash_update(&t.h, buf, (size_t)n);
+        t.size += (uint64_t)n;
+    }
+    ag_free(buf);
+    fchmod(fd, 0440);
+    if (rc != AG_OK) {
+        tmp_abort(&t);
+        return rc;
+    }
+    return tmp_commit(&t, info, err);
+}
+
+int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err)
+{
+    char dir[AG_PATH_MAX];
+    ag_fmt(dir, sizeof dir, "%s/%.5s", b->root, name);
+    return fsync_dir(dir, err);
+}
+
+int store__blob_remove(StoreBlobs *b, const char *name, AgError *err)
+{
+    char p[AG_PATH_MAX];
+    int rc = store__blob_path(b, name, p, sizeof p, err);
+    if (rc == AG_OK && unlink(p) != 0 && errno != ENOENT) {
+        rc = ag_error_errno(err, AG_ERR_IO, "unlink %s", p);
+    }
+    return rc;
+}
+
+int store__blob_hash(StoreBlobs *b, const char *name, StoreBlobInfo *info,
+                     AgError *err)
+{
+    char p[AG_PATH_MAX];
+    int rc = store__blob_path(b, name, p, sizeof p, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT
+            ? ag_error_set(err, AG_ERR_NOTFOUND, "%s: missing", p)
+            : ag_error_errno(err, AG_ERR_IO, "open %s", p);
+    }
+    uint8_t *buf = ag_malloc(COPY_CHUNK);
+    if (buf == NULL) {
+        close(fd);
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, 32);
+    info->size = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, COPY_CHUNK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "read %s", p);
+        }
+        if (n <= 0) {
+            break;
+        }
+        crypto_generichash_update(&h, buf, (size_t)n);
+        info->size += (uint64_t)n;
+    }
+    ag_free(buf);
+    close(fd);
+    if (rc == AG_OK) {
+        finish_hash(&h, info);
+    }
+    return rc;
+}
+
+static bool is_hex2(const char *s)
+{
+    return strlen(s) == 2 && strspn(s, "0123456789abcdef") == 2;
+}
+
+int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
+                     void *ctx, AgError *err)
+{
+    DIR *d1 = opendir(b->root);
+    if (d1 == NULL) {
+        return ag_error_errno(err, AG_ERR_IO, "open %s", b->root);
+    }
+    int stop = 0;
+    struct dirent *a;
+    while (!stop && (a = readdir(d1)) != NULL) {
+        if (!is_hex2(a->d_name)) {
+            continue;
+        }
+        char p1[AG_PATH_MAX];
+        ag_fmt(p1, sizeof p1, "%s/%s", b->root, a->d_name);
+        DIR *d2 = opendir(p1);
+        struct dirent *c2;
+        while (!stop && d2 != NULL && (c2 = readdir(d2)) != NULL) {
+            if (!is_hex2(c2->d_name)) {
+                continue;
+            }
+            char p2[AG_PATH_MAX];
+            ag_fmt(p2, sizeof p2, "%s/%s", p1, c2->d_name);
+            DIR *d3 = opendir(p2);
+            struct dirent *c3;
+            while (!stop && d3 != NULL && (c3 = readdir(d3)) != NULL) {
+                if (c3->d_name[0] == '.' || is_tmp_name(c3->d_name) ||
+                    strlen(c3->d_name) > 50) {
+                    continue;
+                }
+                char name[STORE_BLOB_NAME_MAX];
+                ag_fmt(name, sizeof name, "%s/%s/%s", a->d_name,
+                         c2->d_name, c3->d_name);
+                stop = fn(ctx, name);
+            }
+            if (d3 != NULL) {
+                closedir(d3);
+            }
+        }
+        if (d2 != NULL) {
+            closedir(d2);
+        }
+    }
+    closedir(d1);
+    return AG_OK;
+}

@@ -1,0 +1,623 @@
+/*
+ * store.c — the archive core: open/close, the ingest pipeline with group
+ * commit, delete, listing and the integrity check.
+ *
+ * Ingest in the caller's thread: parse the header (pixels left in the
+ * file), validate, build the instance's DICOM JSON, write and fsync the
+ * blob.  Then the job goes to the commit thread, which takes every job
+ * waiting, fsyncs each distinct blob directory once, applies the duplicate
+ * policy and inserts the rows in ONE transaction, commits (one WAL fsync),
+ * and wakes the callers.  Durability therefore costs one fsync per blob and
+ * one per batch, not three per instance.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_LISTENERS 16
+#define HEADER_BUDGET ((size_t)256 << 20)
+#define BULK_INLINE_MAX 1024     /* larger values: BulkDataURI in metadata */
+
+typedef struct Job {
+    /* in */
+    StoreAttrs attrs;
+    const StoreSource *src;
+    char blob_name[STORE_BLOB_NAME_MAX];
+    StoreBlobInfo blob;
+    const char *json;
+    size_t json_len;
+    /* out */
+    int rc;
+    AgError err;
+    StoreOutcome outcome;
+    bool conflict;
+    bool drop_new_blob;   /* duplicate or failure: remove what we wrote */
+    bool done;
+    struct Job *next;
+} Job;
+
+struct Store {
+    StoreConfig cfg;
+    char data_dir[AG_PATH_MAX];
+    StoreBlobs *blobs;
+    StoreIndex *index;
+    /* commit thread */
+    pthread_t committer;
+    bool started;
+    pthread_mutex_t lock;         /* queue, done flags, stop */
+    pthread_cond_t queue_cv;
+    pthread_cond_t done_cv;
+    Job *head, *tail;
+    bool stop;
+    pthread_mutex_t write_lock;   /* the index writer connection */
+    Job **batch;                  /* the commit thread's current batch */
+    uint32_t batch_max;
+    struct {
+        StoreListener fn;
+        void *ctx;
+    } listeners[MAX_LISTENERS];
+    int nlisteners;
+};
+
+/* ---- trash: blobs whose rows are gone ---------------------------------- */
+
+typedef struct TrashCtx {
+    Store *s;
+    char names[64][STORE_BLOB_NAME_MAX];
+    int n;
+} TrashCtx;
+
+static int collect_trash(void *ctx, const char *name)
+{
+    TrashCtx *t = ctx;
+    ag_fmt(t->names[t->n++], STORE_BLOB_NAME_MAX, "%s", name);
+    return t->n == 64;
+}
+
+/* Unlink trashed blobs, then forget them.  Caller holds write_lock. */
+static void empty_trash(Store *s)
+{
+    for (;;) {
+        TrashCtx t = {.s = s};
+        s->index->ops->trash_list(s->index, collect_trash, &t, NULL);
+        if (t.n == 0) {
+            return;
+        }
+        for (int i = 0; i < t.n; i++) {
+            if (store__blob_remove(s->blobs, t.names[i], NULL) == AG_OK) {
+                s->index->ops->trash_clear(s->index, t.names[i], NULL);
+            } else {
+                return;   /* try again at the next open */
+            }
+        }
+    }
+}
+
+/* ---- commit thread ------------------------------------------------------ */
+
+static void publish(Store *s, const Job *j, const StoreResult *res)
+{
+    StoreEvent ev = {.type = STORE_EVENT_INSTANCE_STORED, .result = res,
+                     .source = j->src};
+    for (int i = 0; i < s->nlisteners; i++) {
+        s->listeners[i].fn(s->listeners[i].ctx, &ev);
+    }
+}
+
+static void fill_result(const Job *j, StoreResult *r)
+{
+    memset(r, 0, sizeof *r);
+    r->outcome = j->outcome;
+    ag_fmt(r->sop_instance_uid, sizeof r->sop_instance_uid, "%s",
+             j->attrs.sop_uid);
+    ag_fmt(r->sop_class_uid, sizeof r->sop_class_uid, "%s",
+             j->attrs.sop_class_uid);
+    ag_fmt(r->study_uid, sizeof r->study_uid, "%s", j->attrs.study_uid);
+    ag_fmt(r->series_uid, sizeof r->series_uid, "%s", j->attrs.series_uid);
+    ag_fmt(r->transfer_syntax, sizeof r->transfer_syntax, "%s",
+             j->attrs.transfer_syntax);
+    r->patient_conflict = j->conflict;
+    r->size = j->blob.size;
+}
+
+static void fail_job(Job *j, const AgError *e)
+{
+    j->rc = e->code;
+    j->err = *e;
+    j->drop_new_blob = true;
+}
+
+/* fsync each distinct blob directory of the batch once. */
+static void sync_dirs(Store *s, Job **jobs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->rc != AG_OK) {
+            continue;
+        }
+        bool seen = false;
+        for (int k = 0; k < i && !seen; k++) {
+            seen = jobs[k]->rc == AG_OK &&
+                   strncmp(jobs[k]->blob_name, jobs[i]->blob_name, 5) == 0;
+        }
+        if (seen) {
+            continue;
+        }
+        AgError e;
+        if (store__blob_sync_dir(s->blobs, jobs[i]->blob_name, &e) != AG_OK) {
+            for (int k = i; k < n; k++) {
+                if (strncmp(jobs[k]->blob_name, jobs[i]->blob_name, 5) == 0) {
+                    fail_job(jobs[k], &e);
+                }
+            }
+        }
+    }
+}
+
+static void apply_one(Store *s, Job *j)
+{
+    StoreIndex *ix = s->index;
+    char old[STORE_BLOB_NAME_MAX];
+    AgError e;
+    int rc = ix->ops->find_instance(ix, j->attrs.sop_uid, old, &e);
+    if (rc == AG_OK) {
+        switch (s->cfg.dup_policy) {
+        case STORE_DUP_KEEP_FIRST:
+            j->outcome = STORE_DUPLICATE;
+            j->drop_new_blob = true;
+            return;
+        case STORE_DUP_REJECT:
+            ag_error_set(&e, AG_ERR_EXISTS, "SOP Instance UID %s is already "
+                         "stored", j->attrs.sop_uid);
+            fail_job(j, &e);
+            return;
+        case STORE_DUP_REPLACE:
+            j->outcome = STORE_REPLACED;
+            break;
+        }
+    } else if (rc != AG_ERR_NOTFOUND) {
+        fail_job(j, &e);
+        return;
+    } else {
+        j->outcome = STORE_STORED;
+    }
+    StoreIndexInsert in = {
+        .attrs = &j->attrs, .blob_name = j->blob_name, .blob = &j->blob,
+        .metadata_json = j->json, .metadata_len = j->json_len,
+        .source = j->src,
+    };
+    if (ix->ops->put_instance(ix, &in, j->outcome == STORE_REPLACED,
+                              &j->conflict, &e) != AG_OK) {
+        fail_job(j, &e);
+    }
+}
+
+static void process_batch(Store *s, Job **jobs, int n)
+{
+    sync_dirs(s, jobs, n);
+    pthread_mutex_lock(&s->write_lock);
+    AgError e;
+    int rc = s->index->ops->begin(s->index, &e);
+    for (int i = 0; i < n && rc == AG_OK; i++) {
+        if (jobs[i]->rc == AG_OK) {
+            apply_one(s, jobs[i]);
+        }
+    }
+    if (rc == AG_OK) {
+        rc = s->index->ops->commit(s->index, &e);
+    }
+    if (rc != AG_OK) {
+        /* Nothing of the batch is indexed: every job fails, and the blobs
+         * it wrote go (SECURITY.md rule 4: no partial state). */
+        for (int i = 0; i < n; i++) {
+            if (jobs[i]->rc == AG_OK) {
+                fail_job(jobs[i], &e);
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->drop_new_blob) {
+            store__blob_remove(s->blobs, jobs[i]->blob_name, NULL);
+        }
+    }
+    if (rc == AG_OK) {
+        empty_trash(s);   /* blobs replaced in this batch */
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->rc == AG_OK && jobs[i]->outcome != STORE_DUPLICATE) {
+            StoreResult r;
+            fill_result(jobs[i], &r);
+            publish(s, jobs[i], &r);
+        }
+    }
+}
+
+static void *commit_main(void *arg)
+{
+    Store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->head == NULL && !s->stop) {
+            pthread_cond_wait(&s->queue_cv, &s->lock);
+        }
+        if (s->head == NULL) {
+            break;   /* stopping, and nothing left to commit */
+        }
+        /* Everything waiting now becomes one transaction. */
+        int n = 0;
+        while (s->head != NULL && (uint32_t)n < s->batch_max) {
+            s->batch[n++] = s->head;
+            s->head = s->head->next;
+        }
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        pthread_mutex_unlock(&s->lock);
+        process_batch(s, s->batch, n);
+        pthread_mutex_lock(&s->lock);
+        for (int i = 0; i < n; i++) {
+            s->batch[i]->done = true;
+        }
+        pthread_cond_broadcast(&s->done_cv);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Queue a job and wait until the commit thread has decided it. */
+static void submit(Store *s, Job *j)
+{
+    pthread_mutex_lock(&s->lock);
+    j->next = NULL;
+    if (s->tail != NULL) {
+        s->tail->next = j;
+    } else {
+        s->head = j;
+    }
+    s->tail = j;
+    pthread_cond_signal(&s->queue_cv);
+    while (!j->done) {
+        pthread_cond_wait(&s->done_cv, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+int store_open(const StoreConfig *cfg, Store **out, AgError *err)
+{
+    if (cfg->data_dir == NULL) {
+        return ag_error_set(err, AG_ERR_INVALID, "no data directory");
+    }
+    Store *s = ag_calloc(1, sizeof *s);
+    if (s == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "store: out of memory");
+    }
+    s->cfg = *cfg;
+    ag_fmt(s->data_dir, sizeof s->data_dir, "%s", cfg->data_dir);
+    s->cfg.data_dir = s->data_dir;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
+    pthread_cond_init(&s->queue_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
+    int rc = AG_OK;
+    if (mkdir(s->data_dir, 0750) != 0 && errno != EEXIST) {
+        rc = ag_error_errno(err, AG_ERR_IO, "mkdir %s", s->data_dir);
+    }
+    if (rc == AG_OK && !cfg->read_only) {
+        rc = store__blobs_open(s->data_dir, &s->blobs, err);
+    }
+    char path[AG_PATH_MAX];
+    ag_fmt(path, sizeof path, "%s/index.sqlite", s->data_dir);
+    if (rc == AG_OK) {
+        rc = store__index_sqlite_open(path, cfg->read_only, &s->index, err);
+    }
+    s->batch_max = cfg->commit_batch_max ? cfg->commit_batch_max : 512;
+    s->batch = ag_calloc(s->batch_max, sizeof *s->batch);
+    if (rc == AG_OK && s->batch == NULL) {
+        rc = ag_error_set(err, AG_ERR_NOMEM, "store: out of memory");
+    }
+    if (rc == AG_OK && !cfg->read_only) {
+        empty_trash(s);   /* finish deletions a crash interrupted */
+        if (pthread_create(&s->committer, NULL, commit_main, s) != 0) {
+            rc = ag_error_set(err, AG_ERR_NOMEM, "cannot start commit "
+                              "thread");
+        } else {
+            s->started = true;
+        }
+    }
+    if (rc != AG_OK) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return AG_OK;
+}
+
+void store_close(Store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_broadcast(&s->queue_cv);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->committer, NULL);
+    }
+    if (s->index != NULL) {
+        s->index->ops->close(s->index);
+    }
+    store__blobs_close(s->blobs);
+    ag_free(s->batch);
+    pthread_cond_destroy(&s->queue_cv);
+    pthread_cond_destroy(&s->done_cv);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->write_lock);
+    ag_free(s);
+}
+
+const char *store_tmp_dir(const Store *s)
+{
+    return store__blobs_tmp_dir(s->blobs);
+}
+
+int store_subscribe(Store *s, StoreListener fn, void *ctx, AgError *err)
+{
+    if (s->nlisteners == MAX_LISTENERS) {
+        return ag_error_set(err, AG_ERR_LIMIT, "too many listeners");
+    }
+    s->listeners[s->nlisteners].fn = fn;
+    s->listeners[s->nlisteners].ctx = ctx;
+    s->nlisteners++;
+    return AG_OK;
+}
+
+/* ---- ingest ------------------------------------------------------------------ */
+
+/* Parse, validate and describe an instance; everything lives in a. */
+static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
+                   AgError *err)
+{
+    (void)s;
+    int rc = store__attrs_extract(f, a, &j->attrs, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    /* The instance's DICOM JSON, built once here so that WADO-RS metadata
+     * is a read, not a parse of every file (DESIGN.md §6). */
+    char *prefix = ag_arena_printf(a, "/dicom-web/studies/%s/series/%s/"
+                                   "instances/%s/bulkdata", j->attrs.study_uid,
+                                   j->attrs.series_uid, j->attrs.sop_uid);
+    if (prefix == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    DicomJsonOptions jo = {.bulk_threshold = BULK_INLINE_MAX,
+                           .bulk_uri_prefix = prefix};
+    AgBuf json;
+    ag_buf_init(&json, 64 << 20);
+    AgError jerr;
+    if (dicom_json_write(f->dataset, &jo, dicom_sink_buf, &json, &jerr) ==
+            AG_OK) {
+        j->json = ag_arena_memdup(a, json.data, json.len);
+        j->json_len = json.len;
+    } else {
+        ag_log(AG_LOG_WARN, "store", "no metadata for %s: %s",
+               j->attrs.sop_uid, jerr.msg);
+    }
+    ag_buf_deinit(&json);
+    store__blob_name(j->attrs.sop_uid, j->blob_name);
+    return AG_OK;
+}
+
+static int finish(Store *s, Job *j, const StoreSource *src, StoreResult *res,
+                  AgError *err)
+{
+    j->src = src;
+    submit(s, j);
+    if (j->rc != AG_OK) {
+        if (err != NULL) {
+            *err = j->err;
+        }
+        return j->rc;
+    }
+    if (res != NULL) {
+        fill_result(j, res);
+    }
+    return AG_OK;
+}
+
+static uint64_t max_bytes(const Store *s)
+{
+    uint64_t mb = s->cfg.max_instance_bytes_mb ? s->cfg.max_instance_bytes_mb
+                                               : 4096;
+    return mb << 20;
+}
+
+int store_ingest_path(Store *s, const char *path, bool take,
+                      const StoreSource *src, StoreResult *res, AgError *err)
+{
+    AgArena *a = ag_arena_create(HEADER_BUDGET);
+    if (a == NULL) {
+        if (take) {
+            unlink(path);
+        }
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    Job j = {0};
+    DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
+    DicomFile *f = NULL;
+    int rc = dicom_read_path(path, &ro, a, &f, err);
+    if (rc == AG_OK) {
+        rc = prepare(s, f, a, &j, err);
+    }
+    if (rc == AG_OK && take) {
+        rc = store__blob_put_rename(s->blobs, j.blob_name, path, &j.blob,
+                                    err);
+        take = false;   /* consumed either way */
+    } else if (rc == AG_OK) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "open %s", path);
+        } else {
+            rc = store__blob_put_fd(s->blobs, j.blob_name, fd, max_bytes(s),
+                                    &j.blob, err);
+            close(fd);
+        }
+    }
+    if (take) {
+        unlink(path);
+    }
+    if (rc == AG_OK) {
+        rc = finish(s, &j, src, res, err);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}
+
+int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
+                        const StoreSource *src, StoreResult *res,
+                        AgError *err)
+{
+    if (len > max_bytes(s)) {
+        return ag_error_set(err, AG_ERR_LIMIT, "instance is larger than %llu "
+                            "bytes", (unsigned long long)max_bytes(s));
+    }
+    AgArena *a = ag_arena_create(HEADER_BUDGET);
+    if (a == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    Job j = {0};
+    DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
+    DicomFile *f = NULL;
+    int rc = dicom_read_buffer(data, len, &ro, a, &f, err);
+    if (rc == AG_OK) {
+        rc = prepare(s, f, a, &j, err);
+    }
+    if (rc == AG_OK) {
+        rc = store__blob_put_buffer(s->blobs, j.blob_name, data, len, &j.blob,
+                                    err);
+    }
+    if (rc == AG_OK) {
+        rc = finish(s, &j, src, res, err);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}
+
+/* ---- delete, list, stats ------------------------------------------------------ */
+
+int store_delete(Store *s, StoreLevel level, const char *key,
+                 uint64_t *count, AgError *err)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&s->write_lock);
+    StoreIndex *ix = s->index;
+    int rc = ix->ops->begin(ix, err);
+    if (rc == AG_OK) {
+        rc = ix->ops->delete_level(ix, level, key, &n, err);
+        if (rc == AG_OK) {
+            rc = ix->ops->commit(ix, err);
+        } else {
+            ix->ops->rollback(ix);
+        }
+    }
+    if (rc == AG_OK) {
+        empty_trash(s);
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    if (rc == AG_OK) {
+        static const char *const names[] = {"patient", "study", "series",
+                                            "instance"};
+        StoreEvent ev = {.type = STORE_EVENT_DELETED, .level = names[level],
+                         .uid = key};
+        for (int i = 0; i < s->nlisteners; i++) {
+            s->listeners[i].fn(s->listeners[i].ctx, &ev);
+        }
+    }
+    if (count != NULL) {
+        *count = n;
+    }
+    return rc;
+}
+
+int store_list(Store *s, StoreLevel level, const char *const *filters,
+               uint32_t limit, StoreRowFn fn, void *ctx, AgError *err)
+{
+    return s->index->ops->list(s->index, level, filters, limit, fn, ctx, err);
+}
+
+int store_stats(Store *s, StoreStats *out, AgError *err)
+{
+    return s->index->ops->stats(s->index, out, err);
+}
+
+/* ---- internals for check.c ------------------------------------------------- */
+
+StoreBlobs *store__blobs(Store *s)
+{
+    return s->blobs;
+}
+
+StoreIndex *store__index(Store *s)
+{
+    return s->index;
+}
+
+int store__reindex_blob(Store *s, const char *name, AgError *err)
+{
+    char path[AG_PATH_MAX];
+    int rc = store__blob_path(s->blobs, name, path, sizeof path, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    AgArena *a = ag_arena_create(HEADER_BUDGET);
+    if (a == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    Job j = {0};
+    DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
+    DicomFile *f = NULL;
+    rc = dicom_read_path(path, &ro, a, &f, err);
+    if (rc == AG_OK) {
+        rc = prepare(s, f, a, &j, err);
+    }
+    if (rc == AG_OK) {
+        ag_fmt(j.blob_name, sizeof j.blob_name, "%s", name);
+        rc = store__blob_hash(s->blobs, name, &j.blob, err);
+    }
+    if (rc == AG_OK) {
+        static const StoreSource repair = {.via = "repair"};
+        pthread_mutex_lock(&s->write_lock);
+        char old[STORE_BLOB_NAME_MAX];
+        StoreIndex *ix = s->index;
+        rc = ix->ops->begin(ix, err);
+        if (rc == AG_OK) {
+            rc = ix->ops->find_instance(ix, j.attrs.sop_uid, old, err);
+            if (rc == AG_OK) {
+                rc = ag_error_set(err, AG_ERR_EXISTS, "already indexed");
+            } else if (rc == AG_ERR_NOTFOUND) {
+                StoreIndexInsert in = {
+                    .attrs = &j.attrs, .blob_name = name, .blob = &j.blob,
+                    .metadata_json = j.json, .metadata_len = j.json_len,
+                    .source = &repair,
+                };
+                rc = ix->ops->put_instance(ix, &in, false, &j.conflict, err);
+            }
+            if (rc == AG_OK) {
+                rc = ix->ops->commit(ix, err);
+            } else {
+                ix->ops->rollback(ix);
+            }
+        }
+        pthread_mutex_unlock(&s->write_lock);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}

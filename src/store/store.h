@@ -1,0 +1,196 @@
+/*
+ * store.h — the archive core (DESIGN.md §4, §6): the index, the blob store
+ * and the ingest pipeline.  Every way in (DIMSE C-STORE, STOW-RS, `agora
+ * import`, HL7-triggered imports) calls store_ingest_*; it is the one place
+ * where an instance becomes stored.
+ *
+ * Durability (SECURITY.md rule 4): store_ingest_* returns AG_OK only after
+ * the blob is written, fsynced, renamed, its directory fsynced and the index
+ * rows committed.  Concurrent ingests are group-committed: callers on many
+ * threads wait on one database transaction and one WAL fsync.
+ *
+ * Layout of the data directory:
+ *   DIR/index.sqlite          the index (SQLite, WAL)
+ *   DIR/blobs/ab/cd/<name>    instances as received (Part 10), named from a
+ *                             BLAKE2b hash of the SOP Instance UID
+ *   DIR/tmp/                  temporary files; emptied at open
+ *
+ * Thread-safety: a Store may be used from any number of threads at once,
+ * except store_close().
+ */
+#ifndef AG_STORE_H
+#define AG_STORE_H
+
+#include "dicom/dicom.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct Store Store;
+
+/* What to do when an instance arrives whose SOP Instance UID is stored. */
+typedef enum StoreDupPolicy {
+    STORE_DUP_KEEP_FIRST = 0,  /* keep the stored one; report duplicate */
+    STORE_DUP_REPLACE,         /* replace it atomically */
+    STORE_DUP_REJECT,          /* refuse the new one with an error */
+} StoreDupPolicy;
+
+typedef struct StoreConfig {
+    const char *data_dir;          /* required */
+    StoreDupPolicy dup_policy;
+    uint32_t commit_batch_max;     /* instances per transaction; 0 = 512 */
+    uint32_t max_instance_bytes_mb;/* refuse larger instances; 0 = 4096 */
+    bool read_only;                /* open the index without writing */
+} StoreConfig;
+
+/**
+ * Open (creating if needed) the data directory: run schema migrations,
+ * remove leftover temporary files, finish interrupted deletions, start the
+ * commit thread.  Errors name the path.
+ */
+int store_open(const StoreConfig *cfg, Store **out, AgError *err);
+/** Stop the commit thread (after it drains) and close.  NULL is fine. */
+void store_close(Store *s);
+
+/* ---- ingest ------------------------------------------------------------ */
+
+typedef enum StoreOutcome {
+    STORE_STORED = 0,       /* new instance stored */
+    STORE_DUPLICATE,        /* keep-first: already stored, nothing changed */
+    STORE_REPLACED,         /* replace: the new one replaced the old */
+} StoreOutcome;
+
+/* Who sent it: recorded with the instance and given to event listeners. */
+typedef struct StoreSource {
+    const char *calling_ae;    /* DIMSE calling AE title, or NULL */
+    const char *remote_addr;   /* peer address, or NULL */
+    const char *via;           /* "dimse", "stow", "import", ... */
+} StoreSource;
+
+typedef struct StoreResult {
+    StoreOutcome outcome;
+    char sop_instance_uid[65];
+    char sop_class_uid[65];
+    char study_uid[65];
+    char series_uid[65];
+    char transfer_syntax[65];
+    /* The study was already indexed for another patient: the instance is
+     * stored under the study's existing patient and the study is flagged
+     * for reconciliation (never silently merged). */
+    bool patient_conflict;
+    uint64_t size;             /* bytes of the stored blob */
+} StoreResult;
+
+/*
+ * Ingest errors (AgError.code) and what the protocol edges map them to:
+ *   AG_ERR_PARSE      not DICOM / corrupt          (C-STORE A900/C000, 400)
+ *   AG_ERR_INVALID    missing or malformed UID etc (C-STORE A900, 400)
+ *   AG_ERR_EXISTS     duplicate under the reject policy     (C-STORE A700+, 409)
+ *   AG_ERR_LIMIT      over a configured limit      (C-STORE A700, 413)
+ *   AG_ERR_IO         disk full / I/O error        (C-STORE A700, 503)
+ * Nothing partial is left behind on any error.
+ */
+
+/**
+ * Ingest the Part 10 file at path.  The file is copied into the blob store
+ * (or, when take is true and it lies in store_tmp_dir(), renamed there
+ * without a copy; the caller must not use it afterwards, whatever the
+ * result).  Blocks until durable.  Thread-safe.
+ */
+int store_ingest_path(Store *s, const char *path, bool take,
+                      const StoreSource *src, StoreResult *res, AgError *err);
+
+/** Ingest a Part 10 file held in memory (STOW-RS parts, tests). */
+int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
+                        const StoreSource *src, StoreResult *res,
+                        AgError *err);
+
+/** Directory for callers that spool incoming data before ingesting it. */
+const char *store_tmp_dir(const Store *s);
+
+/* ---- events -------------------------------------------------------------- */
+
+typedef struct StoreEvent {
+    enum { STORE_EVENT_INSTANCE_STORED, STORE_EVENT_DELETED } type;
+    const StoreResult *result;     /* for INSTANCE_STORED */
+    const StoreSource *source;
+    const char *level;             /* for DELETED: "study", ... */
+    const char *uid;               /* for DELETED */
+} StoreEvent;
+
+typedef void (*StoreListener)(void *ctx, const StoreEvent *ev);
+/**
+ * Call fn after every committed change.  Listeners run on the commit
+ * thread in commit order and must not block for long (queue work instead).
+ * Register before ingesting.
+ */
+int store_subscribe(Store *s, StoreListener fn, void *ctx, AgError *err);
+
+/* ---- delete ---------------------------------------------------------------- */
+
+typedef enum StoreLevel {
+    STORE_LEVEL_PATIENT, STORE_LEVEL_STUDY, STORE_LEVEL_SERIES,
+    STORE_LEVEL_INSTANCE,
+} StoreLevel;
+
+/**
+ * Delete a patient (by Patient ID + issuer "ID" or "ID\tISSUER"), study,
+ * series or instance (by UID) with everything below it: index rows first
+ * (with the blobs recorded in a trash table in the same transaction), then
+ * the blobs; an interruption is finished at the next open or by `check`.
+ * *count = instances deleted.  AG_ERR_NOTFOUND if nothing matched.
+ */
+int store_delete(Store *s, StoreLevel level, const char *key,
+                 uint64_t *count, AgError *err);
+
+/* ---- listing (quick look; QIDO/C-FIND matching comes with query.h) ----- */
+
+typedef struct StoreRow {
+    /* Columns by name, NULL-terminated arrays of equal length. */
+    const char *const *names;
+    const char *const *values;
+} StoreRow;
+
+typedef int (*StoreRowFn)(void *ctx, const StoreRow *row);
+
+/**
+ * List rows at a level, filtered by exact key=value pairs on indexed
+ * attributes (e.g. "PatientID", "StudyInstanceUID", "Modality"), at most
+ * limit rows (0 = 1000).  fn returning non-zero stops the listing.
+ */
+int store_list(Store *s, StoreLevel level, const char *const *filters,
+               uint32_t limit, StoreRowFn fn, void *ctx, AgError *err);
+
+/** Counts for statistics. */
+typedef struct StoreStats {
+    uint64_t patients, studies, series, instances, bytes;
+} StoreStats;
+int store_stats(Store *s, StoreStats *out, AgError *err);
+
+/* ---- integrity ------------------------------------------------------------- */
+
+typedef struct StoreCheckReport {
+    uint64_t instances_checked;
+    uint64_t blobs_seen;
+    uint64_t missing_blobs;     /* index rows whose blob is gone */
+    uint64_t bad_checksums;     /* blob bytes differ from the index */
+    uint64_t orphan_blobs;      /* blobs no row points to */
+    uint64_t reindexed;         /* orphans re-indexed by repair */
+    uint64_t removed_rows;      /* rows of missing blobs removed by repair */
+    uint64_t unreadable;        /* orphans that are not DICOM (repair
+                                 * moves them to DIR/lost+found) */
+} StoreCheckReport;
+
+typedef void (*StoreCheckLog)(void *ctx, const char *what, const char *path,
+                              const char *detail);
+
+/**
+ * Verify every index row has its blob with the right checksum and every
+ * blob is indexed.  With repair: orphan blobs are re-indexed (so a lost
+ * index is rebuilt from the blobs), rows whose blob is missing are removed
+ * and reported.  log (may be NULL) is told about each problem.
+ */
+int store_check(Store *s, bool repair, StoreCheckLog log, void *ctx,
+                StoreCheckReport *out, AgError *err);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * store_int.h — internal to src/store/: the blob store, the index seam and
+ * the attributes extracted from an instance.
+ */
+#ifndef AG_STORE_INT_H
+#define AG_STORE_INT_H
+
+#include "store.h"
+
+#include <pthread.h>
+
+/* ---- blobs (blob.c) ------------------------------------------------------ */
+
+/* "ab/cd/" + 32 hex + "-" + 16 hex + NUL */
+#define STORE_BLOB_NAME_MAX 64
+
+typedef struct StoreBlobs StoreBlobs;
+
+typedef struct StoreBlobInfo {
+    uint64_t size;
+    char checksum[65];        /* BLAKE2b-256, lowercase hex */
+} StoreBlobInfo;
+
+/* Create DIR/blobs and DIR/tmp, remove temporary leftovers. */
+int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err);
+void store__blobs_close(StoreBlobs *b);
+const char *store__blobs_tmp_dir(const StoreBlobs *b);
+
+/* A fresh relative name for a blob of uid: fan-out from a hash of the UID
+ * (never the UID itself: SECURITY.md rule 2), unique suffix. */
+void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX]);
+
+/*
+ * Put a blob under name: bytes written to a temporary file in the blob's
+ * directory, fsynced, renamed.  The directory is NOT fsynced here: the
+ * committer fsyncs each distinct directory once per batch
+ * (store__blob_sync_dir) before the index commit.
+ */
+int store__blob_put_buffer(StoreBlobs *b, const char *name,
+                           const uint8_t *p, size_t n, StoreBlobInfo *info,
+                           AgError *err);
+/* Copy from fd (read from its current position to EOF). */
+int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
+                       uint64_t max_bytes, StoreBlobInfo *info, AgError *err);
+/* Take a spooled file (same filesystem): hash it, fsync, rename. */
+int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
+                           StoreBlobInfo *info, AgError *err);
+int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err);
+/* Remove a blob (missing is fine). */
+int store__blob_remove(StoreBlobs *b, const char *name, AgError *err);
+/* Absolute path of a blob into out. */
+int store__blob_path(const StoreBlobs *b, const char *name, char *out,
+                     size_t cap, AgError *err);
+/* Checksum and size of a stored blob. */
+int store__blob_hash(StoreBlobs *b, const char *name, StoreBlobInfo *info,
+                     AgError *err);
+/* Call fn for every blob name (relative); fn != 0 stops. */
+int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
+                     void *ctx, AgError *err);
+
+/* ---- what the index holds of an instance (attrs.c) ---------------------- */
+
+typedef struct StoreAttrs {
+    /* patient */
+    const char *patient_id, *issuer, *patient_name, *patient_name_norm,
+        *birth_date, *sex;
+    /* study */
+    const char *study_uid, *study_date, *study_time, *accession, *study_id,
+        *study_description, *referring_name, *referring_name_norm;
+    /* series */
+    const char *series_uid, *modality, *series_description, *body_part,
+        *series_date, *series_time, *station, *institution, *department,
+        *manufacturer;
+    int64_t series_number;     /* INT64_MIN when absent */
+    /* instance */
+    const char *sop_uid, *sop_class_uid, *transfer_syntax, *content_date,
+        *content_time;
+    int64_t instance_number, rows, columns, frames;
+} StoreAttrs;
+
+/*
+ * Extract the indexed attributes (strings as UTF-8, arena-owned) and
+ * validate identifiers: SOP Class/Instance, Study and Series UIDs present
+ * and well-formed (PS3.5 §9.1).  AG_ERR_INVALID naming the attribute.
+ */
+int store__attrs_extract(const DicomFile *f, AgArena *a, StoreAttrs *out,
+                         AgError *err);
+
+/* Upper-case ASCII, trailing '^' and spaces removed: the form person names
+ * are matched in (case-insensitive matching, PS3.4 C.2.2.2.1). */
+char *store__pn_normalize(const char *pn, AgArena *a);
+
+/* ---- the index seam (index_sqlite.c now; PostgreSQL later) ------------- */
+
+typedef struct StoreIndex StoreIndex;
+
+typedef struct StoreIndexInsert {
+    const StoreAttrs *attrs;
+    const char *blob_name;
+    const StoreBlobInfo *blob;
+    const char *metadata_json;     /* instance's DICOM JSON, or NULL */
+    size_t metadata_len;
+    const StoreSource *source;
+} StoreIndexInsert;
+
+typedef struct StoreIndexOps {
+    void (*close)(StoreIndex *ix);
+    int (*begin)(StoreIndex *ix, AgError *err);
+    int (*commit)(StoreIndex *ix, AgError *err);
+    void (*rollback)(StoreIndex *ix);
+    /* Blob name of a stored instance; AG_ERR_NOTFOUND if absent. */
+    int (*find_instance)(StoreIndex *ix, const char *sop_uid,
+                         char blob_name[STORE_BLOB_NAME_MAX], AgError *err);
+    /* Insert (or, replace=true, overwrite) one instance with its series,
+     * study and patient rows; *conflict when the study belongs to
+     * another patient. */
+    int (*put_instance)(StoreIndex *ix, const StoreIndexInsert *in,
+                        bool replace, bool *conflict, AgError *err);
+    /* Delete rows at a level; blob names go to the trash table. */
+    int (*delete_level)(StoreIndex *ix, StoreLevel level, const char *key,
+                        uint64_t *count, AgError *err);
+    /* Trash: blob names whose rows are gone; remove after unlinking. */
+    int (*trash_list)(StoreIndex *ix,
+                      int (*fn)(void *ctx, const char *name), void *ctx,
+                      AgError *err);
+    int (*trash_clear)(StoreIndex *ix, const char *name, AgError *err);
+    int (*list)(StoreIndex *ix, StoreLevel level, const char *const *filters,
+                uint32_t limit, StoreRowFn fn, void *ctx, AgError *err);
+    int (*stats)(StoreIndex *ix, StoreStats *out, AgError *err);
+    /* Every instance's (sop uid, blob name, checksum, size). */
+    int (*walk_instances)(StoreIndex *ix,
+                          int (*fn)(void *ctx, const char *sop_uid,
+                                    const char *blob, const char *checksum,
+                                    uint64_t size),
+                          void *ctx, AgError *err);
+    int (*has_blob)(StoreIndex *ix, const char *blob, bool *out,
+                    AgError *err);
+} StoreIndexOps;
+
+struct StoreIndex {
+    const StoreIndexOps *ops;
+};
+
+/* Accessors for the other files of the store. */
+StoreBlobs *store__blobs(Store *s);
+StoreIndex *store__index(Store *s);
+/* Index a blob already in place (check --repair); AG_ERR_EXISTS when its
+ * SOP Instance UID is indexed with another blob. */
+int store__reindex_blob(Store *s, const char *name, AgError *err);
+
+/* Open the SQLite index at path (migrations applied). */
+int store__index_sqlite_open(const char *path, bool read_only,
+                             StoreIndex **out, AgError *err);
+
+#endif
