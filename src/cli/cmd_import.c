@@ -180,7 +180,7 @@ static void usage(FILE *out)
             "reason) or skipped (not DICOM); then a summary.\n\n"
             "options:\n"
             "  --data DIR        data directory (default ./agora-data)\n"
-            "  --jobs N          parallel workers (default: 2 x cores)\n"
+            "  --jobs N          files in flight (default: 16 x cores)\n"
             "  --duplicates P    keep (default), replace or reject a second "
             "copy\n"
             "  -h, --help        show this help\n"
@@ -197,7 +197,9 @@ int cmd_import(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     StoreConfig cfg = {.data_dir = "./agora-data"};
-    long jobs = 2 * sysconf(_SC_NPROCESSORS_ONLN);
+    /* Ingest waits on fsyncs, not on the CPU: many files in flight make
+     * large group commits. */
+    long jobs = 16 * sysconf(_SC_NPROCESSORS_ONLN);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {

@@ -1,6 +1,6 @@
 /*
  * blob.c — the filesystem blob store: one file per instance under
- * DIR/blobs/ab/cd/, written to a temporary name, fsynced and renamed
+ * DIR/blobs/ab/, written to a temporary name, fsynced and renamed
  * (DESIGN.md §6, SECURITY.md rule 4).  Names come from a BLAKE2b hash of the
  * SOP Instance UID plus a random suffix (a replacement gets a new file, so
  * the old one stays valid until the index commit says otherwise); paths are
@@ -73,46 +73,33 @@ static bool is_tmp_name(const char *n)
     return len > 4 && strcmp(n + len - 4, ".tmp") == 0;
 }
 
-static int clean_fanout(const char *root)
+/* Remove "*.tmp" leftovers from DIR/blobs/ab/ and make the 256 fan-out
+ * directories, so that the store path never creates one. */
+static int prepare_fanout(const char *root, AgError *err)
 {
-    DIR *d1 = opendir(root);
-    if (d1 == NULL) {
-        return AG_OK;
-    }
-    struct dirent *a;
-    while ((a = readdir(d1)) != NULL) {
-        if (a->d_name[0] == '.') {
+    bool created = false;
+    for (int i = 0; i < 256; i++) {
+        char p[AG_PATH_MAX];
+        ag_fmt(p, sizeof p, "%s/%02x", root, i);
+        if (mkdir(p, 0750) == 0) {
+            created = true;
             continue;
         }
-        char p1[AG_PATH_MAX];
-        ag_fmt(p1, sizeof p1, "%s/%s", root, a->d_name);
-        DIR *d2 = opendir(p1);
-        if (d2 == NULL) {
-            continue;
+        if (errno != EEXIST) {
+            return ag_error_errno(err, AG_ERR_IO, "mkdir %s", p);
         }
-        struct dirent *b;
-        while ((b = readdir(d2)) != NULL) {
-            if (b->d_name[0] == '.') {
-                continue;
+        DIR *d = opendir(p);
+        struct dirent *c;
+        while (d != NULL && (c = readdir(d)) != NULL) {
+            if (is_tmp_name(c->d_name)) {
+                unlinkat(dirfd(d), c->d_name, 0);
             }
-            char p2[AG_PATH_MAX];
-            ag_fmt(p2, sizeof p2, "%s/%s", p1, b->d_name);
-            DIR *d3 = opendir(p2);
-            if (d3 == NULL) {
-                continue;
-            }
-            struct dirent *c;
-            while ((c = readdir(d3)) != NULL) {
-                if (is_tmp_name(c->d_name)) {
-                    unlinkat(dirfd(d3), c->d_name, 0);
-                }
-            }
-            closedir(d3);
         }
-        closedir(d2);
+        if (d != NULL) {
+            closedir(d);
+        }
     }
-    closedir(d1);
-    return AG_OK;
+    return created ? fsync_dir(root, err) : AG_OK;
 }
 
 int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
@@ -142,7 +129,11 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
     /* Reconcile at start (SECURITY.md rule 4): nothing half-written
      * survives a crash. */
     empty_dir(b->tmp);
-    clean_fanout(b->root);
+    rc = prepare_fanout(b->root, err);
+    if (rc != AG_OK) {
+        ag_free(b);
+        return rc;
+    }
     *out = b;
     return AG_OK;
 }
@@ -167,8 +158,7 @@ void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX])
     char hex[33], rhex[17];
     sodium_bin2hex(hex, sizeof hex, h, sizeof h);
     sodium_bin2hex(rhex, sizeof rhex, r, sizeof r);
-    ag_fmt(out, STORE_BLOB_NAME_MAX, "%.2s/%.2s/%s-%s", hex, hex + 2, hex,
-             rhex);
+    ag_fmt(out, STORE_BLOB_NAME_MAX, "%.2s/%s-%s", hex, hex, rhex);
 }
 
 int store__blob_path(const StoreBlobs *b, const char *name, char *out,
@@ -180,17 +170,17 @@ int store__blob_path(const StoreBlobs *b, const char *name, char *out,
     return AG_OK;
 }
 
-/* Make DIR/blobs/ab/cd for name. */
-static int make_parents(StoreBlobs *b, const char *name, AgError *err)
+/* DIR/blobs/ab for name: made at open; made again if it went missing,
+ * with its parent fsynced so that the new entry is durable. */
+static int make_parent(StoreBlobs *b, const char *name, AgError *err)
 {
     char p[AG_PATH_MAX];
     ag_fmt(p, sizeof p, "%s/%.2s", b->root, name);
-    int rc = mkdir_p(p, err);
-    if (rc == AG_OK) {
-        ag_fmt(p, sizeof p, "%s/%.5s", b->root, name);
-        rc = mkdir_p(p, err);
+    if (mkdir(p, 0750) == 0) {
+        return fsync_dir(b->root, err);
     }
-    return rc;
+    return errno == EEXIST ? AG_OK
+                           : ag_error_errno(err, AG_ERR_IO, "mkdir %s", p);
 }
 
 /* A temporary file beside the final name, written then committed. */
@@ -208,7 +198,7 @@ static int tmp_open(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
     t->size = 0;
     int rc = store__blob_path(b, name, t->final, sizeof t->final, err);
     if (rc == AG_OK) {
-        rc = make_parents(b, name, err);
+        rc = make_parent(b, name, err);
     }
     if (rc != AG_OK) {
         return rc;
@@ -275,6 +265,22 @@ static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
         rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
     } else if (rc == AG_OK && rename(t->tmp, t->final) != 0) {
         rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
+    }
+    if (rc == AG_OK) {
+        /* The new name is durable only once its directory is fsynced.
+         * Done here, in the ingesting thread, so that many fsyncs run in
+         * parallel while the commit thread does only the index. */
+        char dir[AG_PATH_MAX];
+        ag_fmt(dir, sizeof dir, "%s", t->final);
+        char *slash = strrchr(dir, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+        }
+        rc = fsync_dir(dir, err);
+        if (rc != AG_OK) {
+            unlink(t->final);
+            return rc;
+        }
     }
     if (rc != AG_OK) {
         unlink(t->tmp);
@@ -343,7 +349,7 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
     Tmp t;
     int rc = store__blob_path(b, name, t.final, sizeof t.final, err);
     if (rc == AG_OK) {
-        rc = make_parents(b, name, err);
+        rc = make_parent(b, name, err);
     }
     if (rc != AG_OK) {
         unlink(path);
@@ -392,7 +398,7 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
 int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err)
 {
     char dir[AG_PATH_MAX];
-    ag_fmt(dir, sizeof dir, "%s/%.5s", b->root, name);
+    ag_fmt(dir, sizeof dir, "%s/%.2s", b->root, name);
     return fsync_dir(dir, err);
 }
 
@@ -471,28 +477,15 @@ int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
         char p1[AG_PATH_MAX];
         ag_fmt(p1, sizeof p1, "%s/%s", b->root, a->d_name);
         DIR *d2 = opendir(p1);
-        struct dirent *c2;
-        while (!stop && d2 != NULL && (c2 = readdir(d2)) != NULL) {
-            if (!is_hex2(c2->d_name)) {
+        struct dirent *c;
+        while (!stop && d2 != NULL && (c = readdir(d2)) != NULL) {
+            if (c->d_name[0] == '.' || is_tmp_name(c->d_name) ||
+                strlen(c->d_name) > 50) {
                 continue;
             }
-            char p2[AG_PATH_MAX];
-            ag_fmt(p2, sizeof p2, "%s/%s", p1, c2->d_name);
-            DIR *d3 = opendir(p2);
-            struct dirent *c3;
-            while (!stop && d3 != NULL && (c3 = readdir(d3)) != NULL) {
-                if (c3->d_name[0] == '.' || is_tmp_name(c3->d_name) ||
-                    strlen(c3->d_name) > 50) {
-                    continue;
-                }
-                char name[STORE_BLOB_NAME_MAX];
-                ag_fmt(name, sizeof name, "%s/%s/%s", a->d_name,
-                         c2->d_name, c3->d_name);
-                stop = fn(ctx, name);
-            }
-            if (d3 != NULL) {
-                closedir(d3);
-            }
+            char name[STORE_BLOB_NAME_MAX];
+            ag_fmt(name, sizeof name, "%s/%s", a->d_name, c->d_name);
+            stop = fn(ctx, name);
         }
         if (d2 != NULL) {
             closedir(d2);

@@ -4,11 +4,11 @@
  *
  * Ingest in the caller's thread: parse the header (pixels left in the
  * file), validate, build the instance's DICOM JSON, write and fsync the
- * blob.  Then the job goes to the commit thread, which takes every job
- * waiting, fsyncs each distinct blob directory once, applies the duplicate
- * policy and inserts the rows in ONE transaction, commits (one WAL fsync),
- * and wakes the callers.  Durability therefore costs one fsync per blob and
- * one per batch, not three per instance.
+ * blob and its directory — in parallel across callers.  Then the job goes
+ * to the commit thread, which takes every job waiting, applies the
+ * duplicate policy and inserts the rows in ONE transaction, commits (one
+ * WAL fsync), and wakes the callers.  The index therefore costs one fsync
+ * per batch, not one per instance.
  */
 #include "store_int.h"
 
@@ -132,32 +132,6 @@ static void fail_job(Job *j, const AgError *e)
     j->drop_new_blob = true;
 }
 
-/* fsync each distinct blob directory of the batch once. */
-static void sync_dirs(Store *s, Job **jobs, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (jobs[i]->rc != AG_OK) {
-            continue;
-        }
-        bool seen = false;
-        for (int k = 0; k < i && !seen; k++) {
-            seen = jobs[k]->rc == AG_OK &&
-                   strncmp(jobs[k]->blob_name, jobs[i]->blob_name, 5) == 0;
-        }
-        if (seen) {
-            continue;
-        }
-        AgError e;
-        if (store__blob_sync_dir(s->blobs, jobs[i]->blob_name, &e) != AG_OK) {
-            for (int k = i; k < n; k++) {
-                if (strncmp(jobs[k]->blob_name, jobs[i]->blob_name, 5) == 0) {
-                    fail_job(jobs[k], &e);
-                }
-            }
-        }
-    }
-}
-
 static void apply_one(Store *s, Job *j)
 {
     StoreIndex *ix = s->index;
@@ -198,7 +172,6 @@ static void apply_one(Store *s, Job *j)
 
 static void process_batch(Store *s, Job **jobs, int n)
 {
-    sync_dirs(s, jobs, n);
     pthread_mutex_lock(&s->write_lock);
     AgError e;
     int rc = s->index->ops->begin(s->index, &e);

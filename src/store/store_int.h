@@ -11,7 +11,7 @@
 
 /* ---- blobs (blob.c) ------------------------------------------------------ */
 
-/* "ab/cd/" + 32 hex + "-" + 16 hex + NUL */
+/* "ab/" + 32 hex + "-" + 16 hex + NUL */
 #define STORE_BLOB_NAME_MAX 64
 
 typedef struct StoreBlobs StoreBlobs;
@@ -32,9 +32,7 @@ void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX]);
 
 /*
  * Put a blob under name: bytes written to a temporary file in the blob's
- * directory, fsynced, renamed.  The directory is NOT fsynced here: the
- * committer fsyncs each distinct directory once per batch
- * (store__blob_sync_dir) before the index commit.
+ * directory, fsynced, renamed, directory fsynced: durable on return.
  */
 int store__blob_put_buffer(StoreBlobs *b, const char *name,
                            const uint8_t *p, size_t n, StoreBlobInfo *info,
