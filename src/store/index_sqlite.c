@@ -75,6 +75,11 @@ static const char *const MIGRATIONS[] = {
     "    REFERENCES instances(id) ON DELETE CASCADE,"
     "  json BLOB NOT NULL);"
     "CREATE TABLE trash (blob TEXT PRIMARY KEY);",
+    /* 2: remote DICOM nodes */
+    "CREATE TABLE nodes ("
+    "  aet TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,"
+    "  tls INTEGER NOT NULL DEFAULT 0, description TEXT,"
+    "  created_at INTEGER NOT NULL);",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
@@ -1001,7 +1006,116 @@ static int sq_has_blob(StoreIndex *ix, const char *blob, bool *out,
     return rc;
 }
 
+/* ---- nodes ---------------------------------------------------------------- */
+
+static int node_exec(SqliteIndex *x, const char *sql, const StoreNode *n,
+                     const char *aet, AgError *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(x->w, sql, -1, &st, NULL) != SQLITE_OK) {
+        return db_error(x->w, err, "nodes");
+    }
+    if (n != NULL) {
+        bind_text(st, 1, n->aet);
+        bind_text(st, 2, n->host);
+        sqlite3_bind_int(st, 3, n->port);
+        sqlite3_bind_int(st, 4, n->tls);
+        bind_text(st, 5, n->description);
+        sqlite3_bind_int64(st, 6, now_s());
+    } else {
+        bind_text(st, 1, aet);
+    }
+    int rc = sqlite3_step(st) == SQLITE_DONE ? AG_OK
+                                             : db_error(x->w, err, "nodes");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_node_put(StoreIndex *ix, const StoreNode *n, AgError *err)
+{
+    return node_exec((SqliteIndex *)ix,
+                     "INSERT INTO nodes (aet, host, port, tls, description,"
+                     " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                     " ON CONFLICT (aet) DO UPDATE SET host = excluded.host,"
+                     " port = excluded.port, tls = excluded.tls,"
+                     " description = excluded.description", n, NULL, err);
+}
+
+static int sq_node_remove(StoreIndex *ix, const char *aet, AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    int rc = node_exec(x, "DELETE FROM nodes WHERE aet = ?1", NULL, aet, err);
+    if (rc == AG_OK && sqlite3_changes(x->w) == 0) {
+        return ag_error_set(err, AG_ERR_NOTFOUND, "no node %s", aet);
+    }
+    return rc;
+}
+
+static void row_node(sqlite3_stmt *st, StoreNode *n)
+{
+    memset(n, 0, sizeof *n);
+    ag_fmt(n->aet, sizeof n->aet, "%s", sqlite3_column_text(st, 0));
+    ag_fmt(n->host, sizeof n->host, "%s", sqlite3_column_text(st, 1));
+    n->port = (uint16_t)sqlite3_column_int(st, 2);
+    n->tls = sqlite3_column_int(st, 3) != 0;
+    const unsigned char *d = sqlite3_column_text(st, 4);
+    ag_fmt(n->description, sizeof n->description, "%s", d ? (const char *)d
+                                                           : "");
+}
+
+static int node_query(SqliteIndex *x, const char *aet,
+                      int (*fn)(void *, const StoreNode *), void *ctx,
+                      StoreNode *one, AgError *err)
+{
+    pthread_mutex_lock(&x->rlock);
+    sqlite3_stmt *st;
+    int rc = AG_OK;
+    const char *sql = aet != NULL
+        ? "SELECT aet, host, port, tls, description FROM nodes WHERE aet = ?1"
+        : "SELECT aet, host, port, tls, description FROM nodes ORDER BY aet";
+    if (sqlite3_prepare_v2(x->r, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(x->r, err, "nodes");
+    } else {
+        bind_text(st, 1, aet);
+        bool found = false;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            StoreNode n;
+            row_node(st, &n);
+            found = true;
+            if (one != NULL) {
+                *one = n;
+                break;
+            }
+            if (fn(ctx, &n) != 0) {
+                break;
+            }
+        }
+        sqlite3_finalize(st);
+        if (one != NULL && !found) {
+            rc = ag_error_set(err, AG_ERR_NOTFOUND, "no node %s", aet);
+        }
+    }
+    pthread_mutex_unlock(&x->rlock);
+    return rc;
+}
+
+static int sq_node_get(StoreIndex *ix, const char *aet, StoreNode *out,
+                       AgError *err)
+{
+    return node_query((SqliteIndex *)ix, aet, NULL, NULL, out, err);
+}
+
+static int sq_node_list(StoreIndex *ix, int (*fn)(void *, const StoreNode *),
+                        void *ctx, AgError *err)
+{
+    return node_query((SqliteIndex *)ix, NULL, fn, ctx, NULL, err);
+}
+
 static const StoreIndexOps SQLITE_OPS = {
+    .node_put = sq_node_put,
+    .node_remove = sq_node_remove,
+    .node_get = sq_node_get,
+    .node_list = sq_node_list,
     .close = sq_close,
     .begin = sq_begin,
     .commit = sq_commit,

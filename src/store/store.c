@@ -12,6 +12,7 @@
  */
 #include "store_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -529,6 +530,76 @@ int store_list(Store *s, StoreLevel level, const char *const *filters,
 int store_stats(Store *s, StoreStats *out, AgError *err)
 {
     return s->index->ops->stats(s->index, out, err);
+}
+
+/* ---- nodes ---------------------------------------------------------------- */
+
+/* AE titles (PS3.5 §6.2 AE): 1-16 characters, no backslash or control
+ * characters, not all spaces. */
+static bool valid_aet(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 16 || s[0] == ' ') {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool valid_host(const char *h)
+{
+    size_t n = strlen(h);
+    if (n == 0 || n > 253) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (!(isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int store_node_put(Store *s, const StoreNode *n, AgError *err)
+{
+    if (!valid_aet(n->aet)) {
+        return ag_error_set(err, AG_ERR_INVALID, "invalid AE title");
+    }
+    if (!valid_host(n->host)) {
+        return ag_error_set(err, AG_ERR_INVALID, "invalid host name");
+    }
+    if (n->port == 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "invalid port");
+    }
+    pthread_mutex_lock(&s->write_lock);
+    int rc = s->index->ops->node_put(s->index, n, err);
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
+int store_node_remove(Store *s, const char *aet, AgError *err)
+{
+    pthread_mutex_lock(&s->write_lock);
+    int rc = s->index->ops->node_remove(s->index, aet, err);
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
+int store_node_get(Store *s, const char *aet, StoreNode *out, AgError *err)
+{
+    return s->index->ops->node_get(s->index, aet, out, err);
+}
+
+int store_node_list(Store *s, int (*fn)(void *ctx, const StoreNode *n),
+                    void *ctx, AgError *err)
+{
+    return s->index->ops->node_list(s->index, fn, ctx, err);
 }
 
 /* ---- internals for check.c ------------------------------------------------- */

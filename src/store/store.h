@@ -167,6 +167,25 @@ typedef struct StoreStats {
 } StoreStats;
 int store_stats(Store *s, StoreStats *out, AgError *err);
 
+/* ---- remote DICOM nodes (`agora node`, C-MOVE destinations) -------------- */
+
+typedef struct StoreNode {
+    char aet[17];              /* AE title, the key */
+    char host[256];
+    uint16_t port;
+    bool tls;
+    char description[129];
+} StoreNode;
+
+/** Add or update a node.  AE title, host and port are validated. */
+int store_node_put(Store *s, const StoreNode *n, AgError *err);
+/** AG_ERR_NOTFOUND if absent. */
+int store_node_remove(Store *s, const char *aet, AgError *err);
+int store_node_get(Store *s, const char *aet, StoreNode *out, AgError *err);
+/** fn != 0 stops. */
+int store_node_list(Store *s, int (*fn)(void *ctx, const StoreNode *n),
+                    void *ctx, AgError *err);
+
 /* ---- integrity ------------------------------------------------------------- */
 
 typedef struct StoreCheckReport {

@@ -133,6 +133,13 @@ typedef struct StoreIndexOps {
                           void *ctx, AgError *err);
     int (*has_blob)(StoreIndex *ix, const char *blob, bool *out,
                     AgError *err);
+    int (*node_put)(StoreIndex *ix, const StoreNode *n, AgError *err);
+    int (*node_remove)(StoreIndex *ix, const char *aet, AgError *err);
+    int (*node_get)(StoreIndex *ix, const char *aet, StoreNode *out,
+                    AgError *err);
+    int (*node_list)(StoreIndex *ix,
+                     int (*fn)(void *ctx, const StoreNode *n), void *ctx,
+                     AgError *err);
 } StoreIndexOps;
 
 struct StoreIndex {
