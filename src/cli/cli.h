@@ -9,6 +9,8 @@ int cmd_demo(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_transcode(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ static const Command COMMANDS[] = {
     {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
     {"import", cmd_import, "store files, folders and DICOMDIR media"},
     {"ls", cmd_ls, "list patients, studies, series or instances"},
+    {"node", cmd_node, "manage remote DICOM nodes (add, list, remove, echo)"},
+    {"serve", cmd_serve, "run the archive (DICOM listener)"},
     {"transcode", cmd_transcode,
      "write a DICOM file in another transfer syntax"},
     {"version", cmd_version, "print the version and the libraries used"},

@@ -357,12 +357,23 @@ int store_subscribe(Store *s, StoreListener fn, void *ctx, AgError *err)
 
 /* Parse, validate and describe an instance; everything lives in a. */
 static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
-                   AgError *err)
+                   const StoreSource *src, AgError *err)
 {
     (void)s;
     int rc = store__attrs_extract(f, a, &j->attrs, err);
     if (rc != AG_OK) {
         return rc;
+    }
+    /* PS3.4 B.2.3: the data set must be the one the command announced. */
+    if (src != NULL && src->expect_sop_instance != NULL &&
+        strcmp(src->expect_sop_instance, j->attrs.sop_uid) != 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "SOP Instance UID of the "
+                            "data set differs from the command's");
+    }
+    if (src != NULL && src->expect_sop_class != NULL &&
+        strcmp(src->expect_sop_class, j->attrs.sop_class_uid) != 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "SOP Class UID of the data "
+                            "set differs from the command's");
     }
     /* The instance's DICOM JSON, built once here so that WADO-RS metadata
      * is a read, not a parse of every file (DESIGN.md §6). */
@@ -429,7 +440,7 @@ int store_ingest_path(Store *s, const char *path, bool take,
     DicomFile *f = NULL;
     int rc = dicom_read_path(path, &ro, a, &f, err);
     if (rc == AG_OK) {
-        rc = prepare(s, f, a, &j, err);
+        rc = prepare(s, f, a, &j, src, err);
     }
     if (rc == AG_OK && take) {
         rc = store__blob_put_rename(s->blobs, j.blob_name, path, &j.blob,
@@ -472,7 +483,7 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
     DicomFile *f = NULL;
     int rc = dicom_read_buffer(data, len, &ro, a, &f, err);
     if (rc == AG_OK) {
-        rc = prepare(s, f, a, &j, err);
+        rc = prepare(s, f, a, &j, src, err);
     }
     if (rc == AG_OK) {
         rc = store__blob_put_buffer(s->blobs, j.blob_name, data, len, &j.blob,
@@ -630,7 +641,7 @@ int store__reindex_blob(Store *s, const char *name, AgError *err)
     DicomFile *f = NULL;
     rc = dicom_read_path(path, &ro, a, &f, err);
     if (rc == AG_OK) {
-        rc = prepare(s, f, a, &j, err);
+        rc = prepare(s, f, a, &j, NULL, err);
     }
     if (rc == AG_OK) {
         ag_fmt(j.blob_name, sizeof j.blob_name, "%s", name);

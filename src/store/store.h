@@ -65,6 +65,10 @@ typedef struct StoreSource {
     const char *calling_ae;    /* DIMSE calling AE title, or NULL */
     const char *remote_addr;   /* peer address, or NULL */
     const char *via;           /* "dimse", "stow", "import", ... */
+    /* When set (DIMSE C-STORE), the data set must carry these UIDs or the
+     * store fails with AG_ERR_INVALID before anything is written. */
+    const char *expect_sop_class;
+    const char *expect_sop_instance;
 } StoreSource;
 
 typedef struct StoreResult {
