@@ -72,13 +72,16 @@ int cmd_check(int argc, char **argv)
            (unsigned long long)r.orphan_blobs);
     if (repair) {
         printf("; repaired: %llu re-indexed, %llu rows removed, %llu "
-               "unreadable", (unsigned long long)r.reindexed,
+               "duplicate copies removed, %llu not DICOM (%llu moved to "
+               "lost+found)", (unsigned long long)r.reindexed,
                (unsigned long long)r.removed_rows,
-               (unsigned long long)r.unreadable);
+               (unsigned long long)r.removed_duplicates,
+               (unsigned long long)r.unreadable,
+               (unsigned long long)r.quarantined);
     }
     printf("\n");
     bool clean = r.bad_checksums == 0 &&
-                 (repair ? r.unreadable == 0
+                 (repair ? r.unreadable == r.quarantined
                          : r.missing_blobs == 0 && r.orphan_blobs == 0);
     return clean ? 0 : 1;
 }

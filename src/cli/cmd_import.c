@@ -71,7 +71,7 @@ static int collect(Import *im, const char *p, int depth)
     }
     struct dirent *e;
     int rc = 0;
-    while ((e = readdir(d)) != NULL && rc == 0) {
+    while ((e = readdir(d)) != NULL) {   /* one bad entry must not hide the rest */
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
             continue;
         }
@@ -79,7 +79,9 @@ static int collect(Import *im, const char *p, int depth)
         if (ag_fmt(child, sizeof child, "%s/%s", p, e->d_name) != AG_OK) {
             continue;
         }
-        rc = collect(im, child, depth + 1);
+        if (collect(im, child, depth + 1) != 0) {
+            rc = -1;
+        }
     }
     closedir(d);
     return rc;
@@ -184,7 +186,8 @@ static void usage(FILE *out)
             "  --duplicates P    keep (default), replace or reject a second "
             "copy\n"
             "  -h, --help        show this help\n"
-            "exit status: 0 if nothing was rejected, 1 otherwise, 2 usage\n");
+            "exit status: 0 if nothing was rejected and every PATH was "
+            "readable, 1 otherwise,\n2 usage\n");
 }
 
 int cmd_import(int argc, char **argv)
@@ -228,8 +231,11 @@ int cmd_import(int argc, char **argv)
     }
     Import im = {.tty = isatty(STDERR_FILENO)};
     pthread_mutex_init(&im.lock, NULL);
+    bool missing = false;
     for (int i = optind; i < argc; i++) {
-        collect(&im, argv[i], 0);
+        if (collect(&im, argv[i], 0) != 0) {
+            missing = true;   /* reported; the rest is still imported */
+        }
     }
     AgError err;
     ag_error_clear(&err);
@@ -266,7 +272,7 @@ int cmd_import(int argc, char **argv)
                (unsigned long long)im.duplicates,
                (unsigned long long)im.rejected,
                (unsigned long long)im.skipped, (double)im.bytes / 1e6, secs);
-        status = im.rejected > 0 ? 1 : 0;
+        status = im.rejected > 0 || missing ? 1 : 0;
     }
     for (size_t i = 0; i < im.n; i++) {
         free(im.paths[i]);

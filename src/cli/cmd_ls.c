@@ -81,9 +81,13 @@ int cmd_ls(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (argc - optind > 16) {
+        fprintf(stderr, "agora ls: at most 16 filters\n");
+        return 2;
+    }
     const char *filters[17];
     int nf = 0;
-    for (; optind < argc && nf < 16; optind++) {
+    for (; optind < argc; optind++) {
         filters[nf++] = argv[optind];
     }
     filters[nf] = NULL;

@@ -346,6 +346,9 @@ int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
 int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
                            StoreBlobInfo *info, AgError *err)
 {
+    if (path == NULL) {
+        return ag_error_set(err, AG_ERR_INVALID, "no spool path");
+    }
     Tmp t;
     int rc = store__blob_path(b, name, t.final, sizeof t.final, err);
     if (rc == AG_OK) {
@@ -493,4 +496,24 @@ int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
     }
     closedir(d1);
     return AG_OK;
+}
+
+int store__blob_quarantine(StoreBlobs *b, const char *name, AgError *err)
+{
+    char from[AG_PATH_MAX], dir[AG_PATH_MAX], to[AG_PATH_MAX];
+    int rc = store__blob_path(b, name, from, sizeof from, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    /* DIR/lost+found beside DIR/blobs. */
+    ag_fmt(dir, sizeof dir, "%s/../lost+found", b->root);
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        return ag_error_errno(err, AG_ERR_IO, "mkdir %s", dir);
+    }
+    const char *base = strrchr(name, '/');
+    ag_fmt(to, sizeof to, "%s/%s", dir, base != NULL ? base + 1 : name);
+    if (rename(from, to) != 0) {
+        return ag_error_errno(err, AG_ERR_IO, "move %s", from);
+    }
+    return fsync_dir(dir, err);
 }

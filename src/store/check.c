@@ -100,7 +100,12 @@ static int check_blob(void *ctx, const char *name)
         /* Its SOP Instance UID is indexed with another blob: this copy was
          * never acknowledged (an interrupted store or replacement). */
         store__blob_remove(c->blobs, name, NULL);
+        c->rep->removed_duplicates++;
         say(c, "removed duplicate", name, NULL);
+    } else if (store__blob_quarantine(c->blobs, name, &e) == AG_OK) {
+        c->rep->unreadable++;
+        c->rep->quarantined++;
+        say(c, "moved to lost+found", name, NULL);
     } else {
         c->rep->unreadable++;
         say(c, "unreadable", name, e.msg);

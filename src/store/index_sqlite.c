@@ -119,7 +119,9 @@ static const char *const SQL[Q_NSTMT] = {
         "  birth_date = coalesce(patients.birth_date, excluded.birth_date),"
         "  sex = coalesce(patients.sex, excluded.sex)"
         " RETURNING id",
-    [Q_FIND_STUDY] = "SELECT id, patient_pk FROM studies WHERE study_uid = ?1",
+    [Q_FIND_STUDY] =
+        "SELECT t.id, t.patient_pk, p.patient_id, p.issuer FROM studies t"
+        " JOIN patients p ON t.patient_pk = p.id WHERE t.study_uid = ?1",
     [Q_INSERT_STUDY] =
         "INSERT INTO studies (patient_pk, study_uid, study_date, study_time,"
         " accession, study_id, description, referring_name, referring_norm,"
@@ -138,7 +140,10 @@ static const char *const SQL[Q_NSTMT] = {
         "  FROM (SELECT DISTINCT modality AS m FROM series"
         "        WHERE study_pk = ?1 AND modality IS NOT NULL ORDER BY m))"
         " WHERE id = ?1",
-    [Q_OLD_INSTANCE] = "SELECT id, blob FROM instances WHERE sop_uid = ?1",
+    [Q_OLD_INSTANCE] =
+        "SELECT i.id, i.blob, i.series_pk, s.study_pk, t.patient_pk"
+        " FROM instances i JOIN series s ON i.series_pk = s.id"
+        " JOIN studies t ON s.study_pk = t.id WHERE i.sop_uid = ?1",
     [Q_TRASH_ADD] = "INSERT OR IGNORE INTO trash (blob) VALUES (?1)",
     [Q_DELETE_INSTANCE_ROW] = "DELETE FROM instances WHERE id = ?1",
     [Q_INSERT_INSTANCE] =
@@ -275,7 +280,8 @@ static int open_conn(const char *path, bool read_only, sqlite3 **out,
      * is fsynced), and readers never block the writer. */
     int rc = exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                       "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-                      "PRAGMA cache_size=-32000;", err);
+                      "PRAGMA cache_size=-32000;"
+                      "PRAGMA case_sensitive_like=ON;", err);
     if (rc != AG_OK) {
         sqlite3_close(db);
         return rc;
@@ -463,25 +469,41 @@ static int put_patient(SqliteIndex *x, const StoreAttrs *a, int64_t *id,
     return AG_OK;
 }
 
-static int put_study(SqliteIndex *x, const StoreAttrs *a, int64_t patient,
-                     int64_t *id, bool *conflict, AgError *err)
+/* The study's row, creating it (and its patient) if new.  A study already
+ * indexed under another patient keeps that patient and is flagged: never
+ * merged silently, and no patient row is made for the newcomer. */
+static int put_study(SqliteIndex *x, const StoreAttrs *a, int64_t *id,
+                     bool *conflict, AgError *err)
 {
-    int64_t owner = 0;
-    int rc = find_id(x, Q_FIND_STUDY, a->study_uid, id, &owner, err);
-    if (rc == AG_OK) {
-        if (owner != patient) {
-            /* Same study, another patient: flag, never merge silently. */
-            *conflict = true;
-            sqlite3_stmt *st = stmt(x, Q_FLAG_CONFLICT);
-            sqlite3_bind_int64(st, 1, *id);
-            return step_done(x, st, err, "flag conflict");
+    sqlite3_stmt *st = stmt(x, Q_FIND_STUDY);
+    bind_text(st, 1, a->study_uid);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        const char *pid = (const char *)sqlite3_column_text(st, 2);
+        const char *iss = (const char *)sqlite3_column_text(st, 3);
+        bool same = pid != NULL && iss != NULL &&
+                    strcmp(pid, a->patient_id) == 0 &&
+                    strcmp(iss, a->issuer) == 0;
+        sqlite3_reset(st);
+        if (same) {
+            return AG_OK;
         }
-        return AG_OK;
+        *conflict = true;
+        st = stmt(x, Q_FLAG_CONFLICT);
+        sqlite3_bind_int64(st, 1, *id);
+        return step_done(x, st, err, "flag conflict");
     }
-    if (rc != AG_ERR_NOTFOUND) {
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return db_error(x->w, err, "study");
+    }
+    int64_t patient = 0;
+    rc = put_patient(x, a, &patient, err);
+    if (rc != AG_OK) {
         return rc;
     }
-    sqlite3_stmt *st = stmt(x, Q_INSERT_STUDY);
+    st = stmt(x, Q_INSERT_STUDY);
     sqlite3_bind_int64(st, 1, patient);
     bind_text(st, 2, a->study_uid);
     bind_text(st, 3, a->study_date);
@@ -530,6 +552,39 @@ static int put_series(SqliteIndex *x, const StoreAttrs *a, int64_t study,
     return rc;
 }
 
+/* Prune the parents of a removed instance if they are left empty, and
+ * recount them (a replacement may move an instance to another series). */
+static int prune_parents(SqliteIndex *x, int64_t series, int64_t study,
+                         int64_t patient, AgError *err)
+{
+    char sql[640];
+    ag_fmt(sql, sizeof sql,
+           "DELETE FROM series WHERE id = %lld AND NOT EXISTS (SELECT 1 FROM"
+           " instances WHERE series_pk = %lld);"
+           "UPDATE series SET num_instances = (SELECT count(*) FROM instances"
+           " WHERE series_pk = %lld) WHERE id = %lld;"
+           "DELETE FROM studies WHERE id = %lld AND NOT EXISTS (SELECT 1 FROM"
+           " series WHERE study_pk = %lld);"
+           "DELETE FROM patients WHERE id = %lld AND NOT EXISTS (SELECT 1"
+           " FROM studies WHERE patient_pk = %lld);",
+           (long long)series, (long long)series, (long long)series,
+           (long long)series, (long long)study, (long long)study,
+           (long long)patient, (long long)patient);
+    int rc = exec(x->w, sql, err);   /* numbers only: no data in the SQL */
+    if (rc == AG_OK) {
+        sqlite3_stmt *st = stmt(x, Q_COUNT_STUDY);
+        sqlite3_bind_int64(st, 1, study);
+        sqlite3_bind_int64(st, 2, now_s());
+        rc = step_done(x, st, err, "study counts");
+    }
+    if (rc == AG_OK) {
+        sqlite3_stmt *st = stmt(x, Q_STUDY_MODALITIES);
+        sqlite3_bind_int64(st, 1, study);
+        rc = step_done(x, st, err, "modalities");
+    }
+    return rc;
+}
+
 /* Move an existing instance's blob to the trash and drop its row. */
 static int drop_old(SqliteIndex *x, const char *sop_uid, AgError *err)
 {
@@ -543,6 +598,9 @@ static int drop_old(SqliteIndex *x, const char *sop_uid, AgError *err)
     int64_t id = sqlite3_column_int64(st, 0);
     char blob[STORE_BLOB_NAME_MAX];
     ag_fmt(blob, sizeof blob, "%s", (const char *)sqlite3_column_text(st, 1));
+    int64_t series = sqlite3_column_int64(st, 2);
+    int64_t study = sqlite3_column_int64(st, 3);
+    int64_t patient = sqlite3_column_int64(st, 4);
     sqlite3_reset(st);
     st = stmt(x, Q_TRASH_ADD);
     bind_text(st, 1, blob);
@@ -551,6 +609,9 @@ static int drop_old(SqliteIndex *x, const char *sop_uid, AgError *err)
         st = stmt(x, Q_DELETE_INSTANCE_ROW);
         sqlite3_bind_int64(st, 1, id);
         e = step_done(x, st, err, "replace");
+    }
+    if (e == AG_OK) {
+        e = prune_parents(x, series, study, patient, err);
     }
     return e;
 }
@@ -579,7 +640,7 @@ static int put_rows(SqliteIndex *x, const StoreIndexInsert *in, bool replace,
                     bool *conflict, AgError *err)
 {
     const StoreAttrs *a = in->attrs;
-    int64_t patient = 0, study = 0, series = 0;
+    int64_t study = 0, series = 0;
     bool new_series = false;
     *conflict = false;
     int rc = AG_OK;
@@ -587,10 +648,7 @@ static int put_rows(SqliteIndex *x, const StoreIndexInsert *in, bool replace,
         rc = drop_old(x, a->sop_uid, err);
     }
     if (rc == AG_OK) {
-        rc = put_patient(x, a, &patient, err);
-    }
-    if (rc == AG_OK) {
-        rc = put_study(x, a, patient, &study, conflict, err);
+        rc = put_study(x, a, &study, conflict, err);
     }
     if (rc == AG_OK) {
         rc = put_series(x, a, study, &series, &new_series, err);
@@ -1111,7 +1169,47 @@ static int sq_node_list(StoreIndex *ix, int (*fn)(void *, const StoreNode *),
     return node_query((SqliteIndex *)ix, NULL, fn, ctx, NULL, err);
 }
 
+static int sq_select(StoreIndex *ix, const char *sql,
+                     const char *const *params, int nparams,
+                     int (*fn)(void *, int, const char *const *), void *ctx,
+                     AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    pthread_mutex_lock(&x->rlock);
+    sqlite3_stmt *st;
+    int rc = AG_OK;
+    if (sqlite3_prepare_v2(x->r, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(x->r, err, "query");
+        pthread_mutex_unlock(&x->rlock);
+        return rc;
+    }
+    for (int i = 0; i < nparams; i++) {
+        bind_text(st, i + 1, params[i]);
+    }
+    int ncol = sqlite3_column_count(st);
+    const char *vals[64];
+    if (ncol > 64) {
+        ncol = 64;
+    }
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int c = 0; c < ncol; c++) {
+            vals[c] = (const char *)sqlite3_column_text(st, c);
+        }
+        if (fn(ctx, ncol, vals) != 0) {
+            break;
+        }
+    }
+    if (s != SQLITE_ROW && s != SQLITE_DONE) {
+        rc = db_error(x->r, err, "query");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&x->rlock);
+    return rc;
+}
+
 static const StoreIndexOps SQLITE_OPS = {
+    .select = sq_select,
     .node_put = sq_node_put,
     .node_remove = sq_node_remove,
     .node_get = sq_node_get,

@@ -280,7 +280,13 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
     pthread_cond_init(&s->queue_cv, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     int rc = AG_OK;
-    if (mkdir(s->data_dir, 0750) != 0 && errno != EEXIST) {
+    struct stat st;
+    if (cfg->read_only) {
+        if (stat(s->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = ag_error_set(err, AG_ERR_NOTFOUND, "no data directory %s",
+                              s->data_dir);
+        }
+    } else if (mkdir(s->data_dir, 0750) != 0 && errno != EEXIST) {
         rc = ag_error_errno(err, AG_ERR_IO, "mkdir %s", s->data_dir);
     }
     if (rc == AG_OK && !cfg->read_only) {
@@ -388,15 +394,28 @@ static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
     AgBuf json;
     ag_buf_init(&json, 64 << 20);
     AgError jerr;
-    if (dicom_json_write(f->dataset, &jo, dicom_sink_buf, &json, &jerr) ==
-            AG_OK) {
+    rc = dicom_json_write(f->dataset, &jo, dicom_sink_buf, &json, &jerr);
+    if (rc == AG_OK) {
         j->json = ag_arena_memdup(a, json.data, json.len);
         j->json_len = json.len;
+        if (j->json == NULL) {
+            rc = ag_error_set(err, AG_ERR_NOMEM, "metadata: out of memory");
+        }
+    } else if (rc == AG_ERR_NOMEM) {
+        /* Not enough memory now: fail, the sender retries.  A store
+         * without its metadata document would be a silent gap. */
+        ag_error_set(err, rc, "metadata: out of memory");
     } else {
+        /* A value the JSON writer refuses must not cost the instance;
+         * WADO-RS builds its metadata from the blob instead. */
         ag_log(AG_LOG_WARN, "store", "no metadata for %s: %s",
                j->attrs.sop_uid, jerr.msg);
+        rc = AG_OK;
     }
     ag_buf_deinit(&json);
+    if (rc != AG_OK) {
+        return rc;
+    }
     store__blob_name(j->attrs.sop_uid, j->blob_name);
     return AG_OK;
 }

@@ -165,6 +165,41 @@ typedef int (*StoreRowFn)(void *ctx, const StoreRow *row);
 int store_list(Store *s, StoreLevel level, const char *const *filters,
                uint32_t limit, StoreRowFn fn, void *ctx, AgError *err);
 
+/* ---- queries (C-FIND and QIDO-RS share this: PS3.4 C.2.2.2) --------------- */
+
+typedef struct StoreQuery {
+    StoreLevel level;
+    /* Matching and return keys: a C-FIND identifier or the QIDO-RS query
+     * parameters turned into a data set.  Strings in its character set
+     * are decoded to UTF-8 before matching. */
+    const DicomDataset *keys;
+    bool patient_root;         /* hierarchy checks (C.4.1.2.2) */
+    bool hierarchical;         /* refuse keys of levels above that are not
+                                * single-UID unique keys (C-FIND) */
+    bool fuzzy;                /* PN matching ignores case (C.2.2.2.1) */
+    uint32_t limit;            /* 0 = the hard cap (10000) */
+    uint32_t offset;
+    /* Return every indexed attribute of the level, not just the keys
+     * asked for (QIDO-RS includefield=all and its default set). */
+    bool all_fields;
+} StoreQuery;
+
+/*
+ * Receives each match as a data set holding the return keys (values as
+ * UTF-8, Specific Character Set ISO_IR 192), allocated in an arena that is
+ * reset after the call.  Returning non-zero stops the query.
+ */
+typedef int (*StoreMatchFn)(void *ctx, const DicomDataset *match);
+
+/**
+ * Run a query: one SQL statement, parameterised, capped.  *more (may be
+ * NULL) tells whether results were cut by the limit.  Errors:
+ * AG_ERR_INVALID for an identifier the standard refuses (the message names
+ * the key), AG_ERR_UNSUPPORTED for a key Agora cannot match on.
+ */
+int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
+                bool *more, AgError *err);
+
 /** Counts for statistics. */
 typedef struct StoreStats {
     uint64_t patients, studies, series, instances, bytes;
@@ -200,8 +235,9 @@ typedef struct StoreCheckReport {
     uint64_t orphan_blobs;      /* blobs no row points to */
     uint64_t reindexed;         /* orphans re-indexed by repair */
     uint64_t removed_rows;      /* rows of missing blobs removed by repair */
-    uint64_t unreadable;        /* orphans that are not DICOM (repair
-                                 * moves them to DIR/lost+found) */
+    uint64_t unreadable;        /* orphans that are not DICOM */
+    uint64_t quarantined;       /* of those, moved to DIR/lost+found */
+    uint64_t removed_duplicates;/* orphan copies of indexed instances */
 } StoreCheckReport;
 
 typedef void (*StoreCheckLog)(void *ctx, const char *what, const char *path,

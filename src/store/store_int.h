@@ -46,6 +46,8 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
 int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err);
 /* Remove a blob (missing is fine). */
 int store__blob_remove(StoreBlobs *b, const char *name, AgError *err);
+/* Move a blob that is not an instance to DIR/lost+found (check --repair). */
+int store__blob_quarantine(StoreBlobs *b, const char *name, AgError *err);
 /* Absolute path of a blob into out. */
 int store__blob_path(const StoreBlobs *b, const char *name, char *out,
                      size_t cap, AgError *err);
@@ -133,6 +135,11 @@ typedef struct StoreIndexOps {
                           void *ctx, AgError *err);
     int (*has_blob)(StoreIndex *ix, const char *blob, bool *out,
                     AgError *err);
+    /* Run a read-only SELECT with text parameters; fn gets each row. */
+    int (*select)(StoreIndex *ix, const char *sql,
+                  const char *const *params, int nparams,
+                  int (*fn)(void *ctx, int ncol, const char *const *vals),
+                  void *ctx, AgError *err);
     int (*node_put)(StoreIndex *ix, const StoreNode *n, AgError *err);
     int (*node_remove)(StoreIndex *ix, const char *aet, AgError *err);
     int (*node_get)(StoreIndex *ix, const char *aet, StoreNode *out,
