@@ -41,7 +41,21 @@ static int dump_one(const char *path, bool json, bool meta, bool no_pixels,
     int rc = dicom_read_path(path, &opt, a, &f, &err);
     if (rc == AG_OK && json) {
         DicomJsonOptions jo = {.pretty = true, .include_meta = meta};
-        rc = dicom_json_write(f->dataset, &jo, dicom_sink_fd, &out, &err);
+        const DicomDataset *ds = f->dataset;
+        if (meta) {
+            /* One object: the meta group's elements, then the data set's
+             * (tags are ordered, group 0002 comes first). */
+            DicomDataset *both = dicom_dataset_create(a);
+            for (size_t i = 0; both && i < dicom_dataset_count(f->meta); i++) {
+                dicom_dataset_put(both, dicom_dataset_at(f->meta, i), NULL);
+            }
+            for (size_t i = 0; both && i < dicom_dataset_count(f->dataset);
+                 i++) {
+                dicom_dataset_put(both, dicom_dataset_at(f->dataset, i), NULL);
+            }
+            ds = both != NULL ? both : ds;
+        }
+        rc = dicom_json_write(ds, &jo, dicom_sink_fd, &out, &err);
         if (rc == AG_OK) {
             rc = ag_write_all(out, "\n", 1, &err);
         }

@@ -16,6 +16,7 @@ struct DicomDataset {
     uint32_t count;
     uint32_t cap;
     bool item_undefined_length;
+    uint32_t item_length;
 };
 
 DicomDataset *dicom_dataset_create(AgArena *a)
@@ -184,4 +185,14 @@ const char *dicom_dataset_charset(const DicomDataset *ds, AgArena *a)
         }
     }
     return NULL;
+}
+
+void dicom__dataset_set_item_length(DicomDataset *ds, uint32_t len)
+{
+    ds->item_length = len;
+}
+
+uint32_t dicom__dataset_item_length(const DicomDataset *ds)
+{
+    return ds->item_length;
 }

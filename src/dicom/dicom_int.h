@@ -32,6 +32,10 @@ static inline uint32_t dicom__be32(const uint8_t *p)
            ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
+/* An item's defined length as read (for listings); 0 if unknown. */
+void dicom__dataset_set_item_length(DicomDataset *ds, uint32_t len);
+uint32_t dicom__dataset_item_length(const DicomDataset *ds);
+
 /* Set the dataset's parent (items). */
 void dicom__dataset_set_parent(DicomDataset *ds, DicomDataset *parent);
 

@@ -182,7 +182,8 @@ static int dump_element(Dump *d, const DicomDataset *ds,
                      iu ? "undefined" : "explicit",
                      dicom_dataset_count(item));
             rc = emit(d, depth + 1, DICOM_TAG_ITEM, "na", what,
-                      iu ? DICOM_UNDEFINED_LENGTH : 0, 1, "Item");
+                      iu ? DICOM_UNDEFINED_LENGTH
+                         : dicom__dataset_item_length(item), 1, "Item");
             if (rc == AG_OK) {
                 rc = dump_dataset(d, item, depth + 2);
             }

@@ -14,6 +14,8 @@
 /* A deflated data set may not inflate past this (deflate bombs,
  * SECURITY.md rule 10). */
 #define MAX_INFLATED ((uint64_t)4 << 30)
+#define MAX_RATIO 100u
+#define RATIO_FLOOR ((uint64_t)64 << 20)
 
 void dicom__input_init_mem(DicomInput *in, const uint8_t *p, size_t n)
 {
@@ -103,7 +105,13 @@ static int inflate_some(DicomInput *in, uint8_t *dst, size_t n, size_t *got,
             in->z_done = true;
         } else if (z == Z_BUF_ERROR && in->zs.avail_in == 0 &&
                    (in->fd < 0 || in->raw_eof)) {
-            in->z_done = true;   /* truncated stream: the reader reports it */
+            /* Input ended before the deflate stream did: the file was cut
+             * short.  Never pass that off as a shorter data set. */
+            in->z_done = true;
+            return ag_error_set(err, AG_ERR_PARSE,
+                                "deflated data set is truncated (ends at "
+                                "inflated offset %llu)",
+                                (unsigned long long)in->zs.total_out);
         } else if (z != Z_OK && z != Z_BUF_ERROR) {
             return ag_error_set(err, AG_ERR_PARSE,
                                 "deflated data set at offset %llu: %s",
@@ -111,10 +119,16 @@ static int inflate_some(DicomInput *in, uint8_t *dst, size_t n, size_t *got,
                                 in->zs.msg ? in->zs.msg : "inflate failed");
         }
     }
-    if (in->zs.total_out > in->max_inflated) {
+    /* Deflate bombs (SECURITY.md rule 10): a hard cap, and a ratio cap
+     * past a floor — real DICOM deflates far less than 100:1. */
+    uint64_t ratio_cap = (uint64_t)in->zs.total_in * MAX_RATIO;
+    if (in->zs.total_out > in->max_inflated ||
+        (in->zs.total_out > RATIO_FLOOR && in->zs.total_out > ratio_cap)) {
         return ag_error_set(err, AG_ERR_LIMIT,
-                            "deflated data set inflates past %llu bytes",
-                            (unsigned long long)in->max_inflated);
+                            "deflated data set inflates more than %u:1 "
+                            "(%llu bytes from %llu); refusing it",
+                            MAX_RATIO, (unsigned long long)in->zs.total_out,
+                            (unsigned long long)in->zs.total_in);
     }
     return AG_OK;
 }

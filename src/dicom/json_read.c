@@ -24,7 +24,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <math.h>
+#include <math.h>   /* NAN */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +81,8 @@ static size_t path_push(Reader *r, bool tag, uint32_t v)
                      r->plen > 0 ? "/" : "", v);
     if (n > 0 && (size_t)n < sizeof r->path - r->plen) {
         r->plen += (size_t)n;
+    } else {
+        r->path[old] = '\0';   /* no room (cannot happen within the caps) */
     }
     return old;
 }
@@ -122,25 +124,20 @@ static const char *vr_name(DicomVR vr)
 
 /* ---- base64 (RFC 4648 §4), strict -------------------------------------- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '+') {
-        return 62;
-    }
-    if (c == '/') {
-        return 63;
-    }
-    return -1;
-}
+/* 1 + the value of each base64 digit; 0 for anything else ('=' too). */
+static const uint8_t B64_DIGIT[256] = {
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6,
+    ['G'] = 7, ['H'] = 8, ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12,
+    ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18,
+    ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30,
+    ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
+    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+    ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54,
+    ['2'] = 55, ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60,
+    ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};
 
 /*
  * Decode s[0..n) into out (room for n / 4 * 3 bytes).  Strict: no
@@ -148,42 +145,44 @@ static int b64_value(unsigned char c)
  * zero (§3.5), so that each byte string has exactly one encoding.  Returns
  * the decoded length, or -1 with *bad the offset of the first bad char.
  */
-static int64_t b64_decode(const char *s, size_t n, uint8_t *out, size_t *bad)
+static int64_t b64_decode(const char *str, size_t n, uint8_t *out,
+                          size_t *bad)
 {
+    const unsigned char *s = (const unsigned char *)str;
     if (n % 4 != 0) {
         *bad = n;
         return -1;
     }
+    size_t pad = 0;
+    if (n > 0 && s[n - 1] == '=') {
+        pad = s[n - 2] == '=' ? 2 : 1;
+    }
     size_t o = 0;
     for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)s[i + k];
-            if (c == '=' && i + 4 == n && k >= 2 &&
-                (k == 3 || s[i + 3] == '=')) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            v[k] = b64_value(c);
-            if (v[k] < 0 || pad > 0) {
-                *bad = i + (size_t)k;
+        uint32_t d[4];
+        size_t digits = i + 4 == n ? 4 - pad : 4;
+        for (size_t k = 0; k < 4; k++) {
+            d[k] = k < digits ? B64_DIGIT[s[i + k]] : 1;
+            if (d[k] == 0) {
+                *bad = i + k;
                 return -1;
             }
         }
-        uint32_t q = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-                     ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-        if ((pad == 1 && (q & 0xff) != 0) ||
-            (pad == 2 && (q & 0xffff) != 0)) {
-            *bad = i + 3 - (size_t)pad;     /* non-zero unused bits */
-            return -1;
+        uint32_t q = ((d[0] - 1) << 18) | ((d[1] - 1) << 12) |
+                     ((d[2] - 1) << 6) | (d[3] - 1);
+        if (digits < 4) {
+            /* bits below the last byte must be zero (RFC 4648 §3.5) */
+            uint32_t unused = digits == 3 ? q & 0xff : q & 0xffff;
+            if (unused != 0) {
+                *bad = i + digits - 1;
+                return -1;
+            }
         }
         out[o++] = (uint8_t)(q >> 16);
-        if (pad < 2) {
+        if (digits > 2) {
             out[o++] = (uint8_t)(q >> 8);
         }
-        if (pad < 1) {
+        if (digits > 3) {
             out[o++] = (uint8_t)q;
         }
     }
@@ -221,8 +220,13 @@ static int read_bulk_uri(Reader *r, DicomDataset *ds, uint32_t tag,
         return fail(r, AG_ERR_PARSE, "\"BulkDataURI\" must be a string");
     }
     size_t n = json_string_length(uri);
-    if (n == 0 || n > UINT32_MAX - 1) {
-        return fail(r, AG_ERR_PARSE, "\"BulkDataURI\" is empty or too long");
+    if (n == 0) {   /* points nowhere: an element without a value */
+        AgError lerr;
+        int rc = dicom_set_bytes(ds, tag, vr, NULL, 0, &lerr);
+        return rc == AG_OK ? AG_OK : api_fail(r, rc, &lerr);
+    }
+    if (n > UINT32_MAX - 1) {
+        return fail(r, AG_ERR_PARSE, "\"BulkDataURI\" is too long");
     }
     /* NUL-terminated for callers that treat it as a C string. */
     char *v = ag_arena_strndup(r->a, json_string_value(uri), n);
@@ -363,8 +367,8 @@ static int pn_value(Reader *r, json_t *v, size_t i, AgBuf *b)
         const char *s = json_string_value(g);
         size_t n = json_string_length(g);
         if (memchr(s, '=', n) != NULL || memchr(s, '\\', n) != NULL) {
-            return fail(r, AG_ERR_PARSE, "PN value %zu: \"%s\" contains '=' "
-                        "or '\\'", i, names[k]);
+            return fail(r, AG_ERR_PARSE, "PN value %zu: \"%s\" contains an "
+                        "equals sign or a backslash", i, names[k]);
         }
         r->non_ascii |= has_non_ascii(s, n);
         groups[k] = g;
@@ -388,9 +392,26 @@ static int pn_value(Reader *r, json_t *v, size_t i, AgBuf *b)
     return rc == AG_OK ? AG_OK : fail(r, rc, "value too long");
 }
 
+/* A real that is an integer within int64 (no libm: the layer links none). */
+static bool integral(double d, int64_t *out)
+{
+    if (!(d > -9.2e18 && d < 9.2e18)) {     /* also refuses NaN */
+        return false;
+    }
+    int64_t i = (int64_t)d;
+    if ((double)i != d) {
+        return false;
+    }
+    *out = i;
+    return true;
+}
+
 /* Shortest text for a DS (PS3.5 Table 6.2-1: at most 16 characters). */
 static void format_ds(double v, char out[32])
 {
+    if (v == 0) {
+        v = 0;      /* "-0" would come back from JSON as the integer 0 */
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, 32, "%.*g", prec, v);
         if (strtod(out, NULL) == v) {
@@ -415,11 +436,12 @@ static int number_text(Reader *r, DicomVR vr, json_t *v, size_t i, AgBuf *b)
     } else if (json_is_real(v)) {
         double d = json_real_value(v);
         if (vr == DICOM_VR_IS) {
-            if (d != floor(d) || fabs(d) >= 9.2e18) {
+            int64_t n;
+            if (!integral(d, &n)) {
                 return fail(r, AG_ERR_PARSE, "IS value %zu is not an "
                             "integer", i);
             }
-            snprintf(num, sizeof num, "%" PRId64, (int64_t)d);
+            snprintf(num, sizeof num, "%" PRId64, n);
         } else {
             format_ds(d, num);
         }
@@ -501,12 +523,7 @@ static bool json_to_int(json_t *v, DicomVR vr, int64_t *out, bool *neg_ok)
         return true;
     }
     if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d != floor(d) || d < -9.2e18 || d > 9.2e18) {
-            return false;
-        }
-        *out = (int64_t)d;
-        return true;
+        return integral(json_real_value(v), out);
     }
     if (json_is_string(v) && (vr == DICOM_VR_SV || vr == DICOM_VR_UV)) {
         const char *s = json_string_value(v);
@@ -611,7 +628,8 @@ static int read_floats(Reader *r, DicomDataset *ds, uint32_t tag,
         } else if (json_is_number(v)) {
             vals[i] = json_number_value(v);
             /* converting an out-of-range double to float is undefined */
-            if (info->vr == DICOM_VR_FL && fabs(vals[i]) > FLT_MAX) {
+            if (info->vr == DICOM_VR_FL &&
+                (vals[i] > FLT_MAX || vals[i] < -FLT_MAX)) {
                 rc = fail(r, AG_ERR_PARSE, "FL value %zu is out of range",
                           i);
             }
@@ -800,9 +818,13 @@ int dicom_json_read(const char *json, size_t len, AgArena *a,
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
-        int code = json_error_code(&je) == json_error_out_of_memory
-                       ? AG_ERR_NOMEM : AG_ERR_PARSE;
-        return ag_error_set(err, code, "json: line %d column %d: %s",
+        /* jansson leaves the message empty when an allocation fails before
+         * or outside the lexer (lex_init, json_object()). */
+        if (json_error_code(&je) == json_error_out_of_memory ||
+            je.text[0] == '\0') {
+            return ag_error_set(err, AG_ERR_NOMEM, "json: out of memory");
+        }
+        return ag_error_set(err, AG_ERR_PARSE, "json: line %d column %d: %s",
                             je.line, je.column, je.text);
     }
     Reader *r = ag_malloc(sizeof *r);

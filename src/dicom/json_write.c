@@ -16,11 +16,12 @@
  *    bytes, with bytes that are not UTF-8 replaced by U+FFFD.
  *  - IS/DS are JSON numbers written as they appear, normalised to JSON
  *    syntax ("+5" -> 5, ".5" -> 0.5, "5." -> 5, "007" -> 7).  A value that
- *    is no number ("1A"), or one that a JSON parser would overflow (an
- *    integer beyond 64 bits, 1e999), becomes null.  CP 1861 would allow a
- *    string, but readers convert IS/DS strings to numbers and fail on
- *    garbage (pydicom's Dataset.from_json rejects the whole data set), so
- *    the one bad value is dropped instead.
+ *    is no number ("1A", or "1.5" for IS), or one that a JSON parser would
+ *    overflow (an integer beyond 64 bits, 1e999), becomes null.  CP 1861
+ *    would allow a string, but readers convert IS/DS strings to numbers
+ *    and fail on garbage (pydicom's Dataset.from_json rejects the whole data
+ *    set), so the one bad value is dropped instead.
+ *  - FL/FD -0 is written -0.0: "-0" reads back as the integer 0.
  *  - SV/UV beyond +-2^53 are strings (JavaScript numbers lose them).
  *  - FL/FD NaN and infinities are null (JSON has no such numbers); finite
  *    values use the shortest form that reads back to the same bits.
@@ -297,7 +298,10 @@ static void b64_put(Writer *w, B64State *b, const uint8_t *p, size_t n)
         }
         put(w, out, k);
     }
-    while (n > 0) {
+    if (w->rc != AG_OK) {
+        return;
+    }
+    while (n > 0) {     /* fewer than 3 left: keep them for the next call */
         b->carry[b->n++] = *p++;
         n--;
     }
@@ -328,7 +332,8 @@ static void b64_end(Writer *w, B64State *b)
  * Values a JSON parser cannot hold (integers past 64 bits, overflowing
  * reals) are refused so that the output reads back everywhere.
  */
-static bool json_number(const char *s, size_t n, char out[NUMBER_MAX + 4])
+static bool json_number(const char *s, size_t n, bool integer,
+                        char out[NUMBER_MAX + 4])
 {
     if (n == 0 || n > NUMBER_MAX) {
         return false;
@@ -369,8 +374,8 @@ static bool json_number(const char *s, size_t n, char out[NUMBER_MAX + 4])
             return false;
         }
     }
-    if (i != n) {
-        return false;
+    if (i != n || (integer && (frac_start != int_end || exp_start != n))) {
+        return false;   /* IS is [+-]digits only (PS3.5 Table 6.2-1) */
     }
     while (int_start + 1 < int_end && s[int_start] == '0') {
         int_start++;
@@ -386,10 +391,9 @@ static bool json_number(const char *s, size_t n, char out[NUMBER_MAX + 4])
         memcpy(out + o, s + frac_start, frac_end - frac_start);
         o += frac_end - frac_start;
     }
-    if (exp_start < n) {
-        out[o++] = 'e';
-        memcpy(out + o, s + exp_start + 1, n - exp_start - 1);
-        o += n - exp_start - 1;
+    if (exp_start < n) {    /* "e+05", "E-3": JSON has them all */
+        memcpy(out + o, s + exp_start, n - exp_start);
+        o += n - exp_start;
     }
     out[o] = '\0';
     errno = 0;
@@ -405,6 +409,10 @@ static bool json_number(const char *s, size_t n, char out[NUMBER_MAX + 4])
 /* Shortest %g form of a double that reads back to the same value. */
 static void format_double(double v, char out[32])
 {
+    if (v == 0 && signbit(v)) {
+        snprintf(out, 32, "-0.0");  /* "-0" parses as the integer 0 */
+        return;
+    }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, 32, "%.*g", prec, v);
         if (strtod(out, NULL) == v) {
@@ -415,6 +423,10 @@ static void format_double(double v, char out[32])
 
 static void format_float(float v, char out[32])
 {
+    if (v == 0 && signbit(v)) {
+        snprintf(out, 32, "-0.0");
+        return;
+    }
     for (int prec = 6; prec <= 9; prec++) {
         snprintf(out, 32, "%.*g", prec, (double)v);
         if ((float)strtod(out, NULL) == v) {
@@ -542,7 +554,7 @@ static void put_string_value(Writer *w, DicomVR vr, const char *v, size_t n)
         put_pn(w, z);
     } else if (vr == DICOM_VR_IS || vr == DICOM_VR_DS) {
         char num[NUMBER_MAX + 4];
-        put_str(w, json_number(v, n, num) ? num : "null");
+        put_str(w, json_number(v, n, vr == DICOM_VR_IS, num) ? num : "null");
     } else {
         put_json_string(w, v, n);
     }

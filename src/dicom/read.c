@@ -206,15 +206,55 @@ static int read_items(Reader *r, DicomDataset *ds, DicomElement *el,
                       const Header *h, uint32_t depth, uint64_t limit_end);
 static int read_fragments(Reader *r, DicomElement *el, const Header *h);
 
+#define GROW_READ_CHUNK (1u << 20)
+
+/* Read a long value of an unsized stream chunk by chunk into a growing
+ * heap buffer, then move it into the arena. */
+static int read_growing(Reader *r, const Header *h, uint8_t **out)
+{
+    AgBuf b;
+    size_t left_budget = ag_arena_budget(r->arena)
+        ? ag_arena_budget(r->arena) - ag_arena_used(r->arena) : 0;
+    ag_buf_init(&b, left_budget);
+    uint32_t left = h->length;
+    int rc = AG_OK;
+    while (left > 0 && rc == AG_OK) {
+        uint32_t n = left < GROW_READ_CHUNK ? left : GROW_READ_CHUNK;
+        rc = ag_buf_reserve(&b, n);
+        if (rc != AG_OK) {
+            rc = rc == AG_ERR_LIMIT
+                ? ag_error_set(r->err, AG_ERR_LIMIT, "element (%04x,%04x) at "
+                               "offset %llu: memory budget exceeded",
+                               TAGF(h->tag), (unsigned long long)h->offset)
+                : arena_fail(r, h->offset, h->tag);
+            break;
+        }
+        rc = dicom__input_read(r->in, b.data + b.len, n, r->err);
+        if (rc == AG_OK) {
+            b.len += n;
+            left -= n;
+        }
+    }
+    if (rc == AG_OK) {
+        *out = ag_arena_memdup(r->arena, b.data, b.len);
+        if (*out == NULL) {
+            rc = arena_fail(r, h->offset, h->tag);
+        }
+    }
+    ag_buf_deinit(&b);
+    return rc;
+}
+
 /* Read (or skip) a plain value into el. */
 static int read_value(Reader *r, DicomElement *el, const Header *h)
 {
     const DicomVRInfo *info = dicom_vr_info(el->vr);
     el->offset = dicom__input_pos(r->in);
-    if (info->kind == DICOM_VRK_BINARY && h->length % info->unit != 0) {
+    unsigned size = el->vr == DICOM_VR_AT ? 4 : info->unit;
+    if (info->kind == DICOM_VRK_BINARY && h->length % size != 0) {
         char what[64];
         snprintf(what, sizeof what, "length %u is not a multiple of %u for "
-                 "VR %s", h->length, info->unit, info->name);
+                 "VR %s", h->length, size, info->name);
         return parse_error(r, h->offset, h->tag, what);
     }
     if (h->length % 2 != 0 && r->opt->strict) {
@@ -235,11 +275,21 @@ static int read_value(Reader *r, DicomElement *el, const Header *h)
         int rc = dicom__input_skip(r->in, h->length, r->err);
         return rc == AG_ERR_EOF ? truncated(r, h->offset, h->tag) : rc;
     }
-    el->value = ag_arena_alloc(r->arena, h->length);
-    if (el->value == NULL) {
-        return arena_fail(r, h->offset, h->tag);
+    int rc;
+    if (dicom__input_remaining(r->in) == UINT64_MAX &&
+        h->length > GROW_READ_CHUNK) {
+        /* The size of the stream is unknown (a pipe, an inflating
+         * stream): bytes are read as they come, so a lying length costs
+         * what was actually sent, not what was claimed (SECURITY.md
+         * rule 1). */
+        rc = read_growing(r, h, &el->value);
+    } else {
+        el->value = ag_arena_alloc(r->arena, h->length);
+        if (el->value == NULL) {
+            return arena_fail(r, h->offset, h->tag);
+        }
+        rc = dicom__input_read(r->in, el->value, h->length, r->err);
     }
-    int rc = dicom__input_read(r->in, el->value, h->length, r->err);
     if (rc == AG_ERR_EOF) {
         return truncated(r, h->offset, h->tag);
     }
@@ -327,6 +377,8 @@ static int read_elements(Reader *r, DicomDataset *ds, uint32_t depth,
                                    "undefined length is not allowed here");
             }
             el.flags |= DICOM_EL_ENCAPSULATED;
+            el.vr = DICOM_VR_OB;   /* PS3.5 §A.4: always OB, whatever the
+                                    * writer put (as DCMTK normalises) */
             rc = read_fragments(r, &el, &h);
         } else {
             rc = check_length(r, &h, limit_end);
@@ -389,9 +441,14 @@ static int read_items(Reader *r, DicomDataset *ds, DicomElement *el,
         uint64_t item_end = seq_end;
         bool item_undefined = ih.length == DICOM_UNDEFINED_LENGTH;
         dicom_dataset_set_item_undefined_length(item, item_undefined);
+        dicom__dataset_set_item_length(item, ih.length);
         if (!item_undefined) {
             ih.vr = DICOM_VR_NONE;
-            rc = check_length(r, &ih, seq_end);
+            /* Some writers (DICOMDIR media among them) give a sequence a
+             * defined length shorter than its last item; DCMTK and pydicom
+             * read such files, so only strict mode holds items to it.  The
+             * enclosing container's limit always applies. */
+            rc = check_length(r, &ih, r->opt->strict ? seq_end : limit_end);
             if (rc != AG_OK) {
                 return rc;
             }
@@ -420,7 +477,8 @@ static int read_items(Reader *r, DicomDataset *ds, DicomElement *el,
         }
         el->items[el->nitems++] = item;
     }
-    if (!undefined && dicom__input_pos(r->in) != seq_end) {
+    if (!undefined && dicom__input_pos(r->in) != seq_end &&
+        (r->opt->strict || dicom__input_pos(r->in) < seq_end)) {
         return parse_error(r, h->offset, h->tag,
                            "sequence contents overrun its length");
     }
@@ -527,6 +585,9 @@ static int read_meta(Reader *r, DicomFile *f)
         size_t avail;
         int rc = dicom__input_peek(r->in, 4, &p, &avail, r->err);
         if (rc == AG_ERR_EOF) {
+            if (avail > 0 && dicom__le16(p) == 0x0002) {
+                return truncated(r, dicom__input_pos(r->in), 0x00020000);
+            }
             return AG_OK;
         }
         if (rc != AG_OK) {

@@ -242,6 +242,9 @@ size_t dicom_element_vm(const DicomElement *el)
     if (el->flags & DICOM_EL_ENCAPSULATED) {
         return 1;
     }
+    if (info != NULL && info->kind == DICOM_VRK_BULK) {
+        return 1;   /* PS3.5 §6.4: OB OD OF OL OV OW UN have VM 1 */
+    }
     if (el->length == 0 || info == NULL) {
         return 0;
     }

@@ -874,6 +874,11 @@ int net_encode_assoc(uint8_t type, const NetAssocParams *p, AgBuf *b,
     }
     const char *name = type == NET_PDU_ASSOCIATE_RQ ? "a-associate-rq"
                                                     : "a-associate-ac";
+    if ((p->protocol_version & 1) == 0) {   /* a zeroed struct, likely */
+        return ag_error_set(err, AG_ERR_INVALID, "%s: protocol version "
+                            "0x%04x does not include version 1", name,
+                            p->protocol_version);
+    }
     if (p->ncontexts > NET_MAX_CONTEXTS || p->nroles > MAX_ROLES ||
         p->nextneg > MAX_EXTNEG) {
         return ag_error_set(err, AG_ERR_INVALID, "%s: %u contexts, %u roles, "
