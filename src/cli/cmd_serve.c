@@ -32,6 +32,8 @@ static void usage(FILE *out)
             "known nodes\n"
             "  --max-associations N   concurrent associations (default 64)\n"
             "  --duplicates P         keep (default), replace or reject\n"
+            "  --fuzzy-names          C-FIND person names match ignoring "
+            "case\n"
             "  --artim-timeout S      seconds to wait for an association "
             "request (30)\n"
             "  --idle-timeout S       seconds an association may stay "
@@ -67,6 +69,7 @@ int cmd_serve(int argc, char **argv)
         {"max-associations", required_argument, NULL, 'm'},
         {"duplicates", required_argument, NULL, 'D'},
         {"artim-timeout", required_argument, NULL, 'A'},
+        {"fuzzy-names", no_argument, NULL, 'F'},
         {"idle-timeout", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -105,6 +108,7 @@ int cmd_serve(int argc, char **argv)
                                   ? STORE_DUP_REJECT
                                   : STORE_DUP_KEEP_FIRST;
             break;
+        case 'F': cfg.fuzzy_names = true; break;
         case 'A':
             cfg.limits.artim_ms = (uint32_t)(strtod(optarg, NULL) * 1000);
             break;

@@ -95,7 +95,8 @@ static int ensure_room(DicomDataset *ds)
     if (ds->cap >= UINT32_MAX / 2) {
         return AG_ERR_LIMIT;
     }
-    uint32_t cap = ds->cap == 0 ? 64 : ds->cap * 2;
+    /* Items are usually small; top-level data sets hold ~100 elements. */
+    uint32_t cap = ds->cap != 0 ? ds->cap * 2 : ds->parent != NULL ? 8 : 64;
     DicomElement *e = ag_arena_grow(ds->arena, ds->elems, ds->count, cap,
                                     sizeof *e);
     if (e == NULL) {

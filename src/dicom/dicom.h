@@ -238,6 +238,7 @@ typedef struct DicomElement {
     uint64_t offset;        /* of the value in the source stream */
     DicomDataset **items;   /* SQ items */
     uint32_t nitems;
+    uint32_t items_cap;     /* allocated slots in items */
     uint32_t nfrags;        /* encapsulated: frags[0] is the basic offset */
     DicomFragment *frags;   /* table (PS3.5 §A.4), possibly empty */
 } DicomElement;

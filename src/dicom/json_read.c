@@ -307,6 +307,7 @@ static int read_items(Reader *r, DicomDataset *ds, uint32_t tag,
         return fail(r, ag_arena_fail_code(r->a), "out of memory");
     }
     seq->items = items;
+    seq->items_cap = (uint32_t)n;
     seq->nitems = 0;
     for (size_t i = 0; i < n; i++) {
         size_t old = path_push(r, false, (uint32_t)i);

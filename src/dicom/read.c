@@ -474,6 +474,7 @@ static int read_items(Reader *r, DicomDataset *ds, DicomElement *el,
                 return arena_fail(r, ih.offset, ih.tag);
             }
             el->items = items;
+            el->items_cap = cap;
         }
         el->items[el->nitems++] = item;
     }

@@ -213,9 +213,22 @@ int dicom_sequence_append(DicomDataset *ds, DicomElement *seq,
         return ag_error_set(err, AG_ERR_INVALID, "not a sequence");
     }
     DicomDataset *item = dicom_dataset_create(a);
-    DicomDataset **items = item == NULL ? NULL :
-        ag_arena_grow(a, seq->items, seq->nitems, (size_t)seq->nitems + 1,
-                      sizeof *items);
+    /* Double the slots when full, so appending n items costs O(n). */
+    uint32_t n = seq->nitems;
+    DicomDataset **items = seq->items;
+    if (item != NULL && n >= seq->items_cap) {
+        if (n >= UINT32_MAX / 2) {
+            return ag_error_set(err, AG_ERR_LIMIT, "too many items");
+        }
+        uint32_t cap = n == 0 ? 4 : n * 2;
+        items = ag_arena_grow(a, seq->items, n, cap, sizeof *items);
+        if (items != NULL) {
+            seq->items_cap = cap;
+        }
+    }
+    if (item == NULL) {
+        items = NULL;
+    }
     if (items == NULL) {
         return ag_error_set(err, ag_arena_fail_code(a),
                             "sequence (%04x,%04x): out of memory",

@@ -584,9 +584,13 @@ int net_recv_dataset(NetAssoc *a, uint8_t context_id, NetDataSink sink,
 
 bool net_cancel_requested(NetAssoc *a, uint16_t message_id)
 {
-    if (a->have_pdu || a->done) {
+    if (a->done) {
+        return false;
+    }
+    if (a->have_pdu && a->pdv_pos < a->pdu_len) {
         return false;   /* something is already waiting: let recv see it */
     }
+    a->have_pdu = false;
     struct pollfd p = {.fd = a->t.fd, .events = POLLIN};
     bool ready = (a->t.pending != NULL && a->t.pending(a->t.ctx)) ||
                  poll(&p, 1, 0) > 0;

@@ -64,6 +64,11 @@ uint16_t svc_server_port(const SvcServer *s)
     return s->port;
 }
 
+bool svc__fuzzy_names(SvcAssoc *sa)
+{
+    return sa->server->cfg.fuzzy_names;
+}
+
 bool svc__is_storage_class(const char *uid)
 {
     const DicomUidEntry *e = dicom_uid_lookup(uid);
@@ -118,7 +123,8 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
         c->id = r->id;
         bool storage = svc__is_storage_class(r->abstract_syntax);
         bool known = storage ||
-                     strcmp(r->abstract_syntax, VERIFICATION_CLASS) == 0;
+                     strcmp(r->abstract_syntax, VERIFICATION_CLASS) == 0 ||
+                     svc__is_find_class(r->abstract_syntax);
         if (!known) {
             c->result = NET_PC_ABSTRACT_SYNTAX_NOT_SUPPORTED;
             continue;
@@ -215,9 +221,17 @@ static int dispatch(SvcAssoc *sa, const NetMessage *m, AgError *err)
         return svc__echo(sa, m, err);
     case DIMSE_C_STORE_RQ:
         return svc__store(sa, m, err);
+    case DIMSE_C_FIND_RQ:
+        if (svc__is_find_class(m->cmd.affected_class)) {
+            return svc__find(sa, m, err);
+        }
+        break;
     case DIMSE_C_CANCEL_RQ:
         return AG_OK;   /* nothing in progress to cancel */
     default:
+        break;
+    }
+    {
         if (m->has_dataset) {
             int rc = net_recv_dataset(sa->assoc, m->context_id, drop, NULL,
                                       err);

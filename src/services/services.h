@@ -5,6 +5,7 @@
  *  - Verification SCP (C-ECHO, PS3.4 Annex A)
  *  - Storage SCP for every storage SOP class in the dictionary (PS3.4
  *    Annex B): success only after the ingest pipeline made it durable
+ *  - Query/Retrieve C-FIND SCP, Patient Root and Study Root (PS3.4 C)
  *
  * Association policy (SECURITY.md rules 5, 7): the called AE title must be
  * ours; the calling AE title must be a known node (`agora node add`) unless
@@ -26,6 +27,7 @@ typedef struct SvcConfig {
     uint32_t max_associations;     /* default 64 */
     NetLimits limits;
     bool accept_unknown_ae;        /* default false */
+    bool fuzzy_names;              /* C-FIND PN matching ignores case */
     Store *store;                  /* borrowed */
 } SvcConfig;
 

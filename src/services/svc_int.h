@@ -19,6 +19,21 @@ typedef struct SvcAssoc {
 int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err);
 int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err);
 
+#define SVC_PATIENT_ROOT_FIND "1.2.840.10008.5.1.4.1.2.1.1"
+#define SVC_PATIENT_ROOT_MOVE "1.2.840.10008.5.1.4.1.2.1.2"
+#define SVC_PATIENT_ROOT_GET "1.2.840.10008.5.1.4.1.2.1.3"
+#define SVC_STUDY_ROOT_FIND "1.2.840.10008.5.1.4.1.2.2.1"
+#define SVC_STUDY_ROOT_MOVE "1.2.840.10008.5.1.4.1.2.2.2"
+#define SVC_STUDY_ROOT_GET "1.2.840.10008.5.1.4.1.2.2.3"
+
+int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err);
+bool svc__is_find_class(const char *uid);
+int svc__read_identifier(SvcAssoc *sa, const NetMessage *m, AgArena *a,
+                         DicomDataset **out, uint16_t *status, AgError *err);
+bool svc__query_level(const DicomDataset *id, bool patient_root,
+                      StoreLevel *level, AgArena *a);
+bool svc__fuzzy_names(SvcAssoc *sa);
+
 /* Is this a storage SOP class we accept (PS3.4 B.5)? */
 bool svc__is_storage_class(const char *uid);
 

@@ -178,11 +178,22 @@ static const char *const SQL[Q_NSTMT] = {
         " updated_at = ?4 WHERE id = ?1",
 };
 
+#define READERS 8
+
+/*
+ * Readers: a small pool of connections, so that a query whose caller is
+ * slow (a C-FIND answering a slow peer row by row) never blocks another.
+ * WAL lets them all read while the writer commits.
+ */
 typedef struct SqliteIndex {
     StoreIndex base;
     sqlite3 *w;                 /* writer */
-    sqlite3 *r;                 /* reader */
-    pthread_mutex_t rlock;      /* serialises use of r */
+    char path[AG_PATH_MAX];
+    bool read_only;
+    pthread_mutex_t rlock;      /* guards the pool */
+    pthread_cond_t rfree;
+    sqlite3 *readers[READERS];
+    bool busy[READERS];
     sqlite3_stmt *stmt[Q_NSTMT];
 } SqliteIndex;
 
@@ -258,6 +269,35 @@ static int step_done(SqliteIndex *x, sqlite3_stmt *st, AgError *err,
     }
     sqlite3_reset(st);
     return AG_OK;
+}
+
+/* ---- reader pool --------------------------------------------------------- */
+
+static sqlite3 *reader_get(SqliteIndex *x)
+{
+    pthread_mutex_lock(&x->rlock);
+    for (;;) {
+        for (int i = 0; i < READERS; i++) {
+            if (!x->busy[i]) {
+                x->busy[i] = true;
+                pthread_mutex_unlock(&x->rlock);
+                return x->readers[i];
+            }
+        }
+        pthread_cond_wait(&x->rfree, &x->rlock);
+    }
+}
+
+static void reader_put(SqliteIndex *x, sqlite3 *db)
+{
+    pthread_mutex_lock(&x->rlock);
+    for (int i = 0; i < READERS; i++) {
+        if (x->readers[i] == db) {
+            x->busy[i] = false;
+        }
+    }
+    pthread_cond_signal(&x->rfree);
+    pthread_mutex_unlock(&x->rlock);
 }
 
 /* ---- open / migrate ------------------------------------------------------ */
@@ -344,9 +384,12 @@ static void sq_close(StoreIndex *ix)
     for (int i = 0; i < Q_NSTMT; i++) {
         sqlite3_finalize(x->stmt[i]);
     }
-    sqlite3_close(x->r);
+    for (int i = 0; i < READERS; i++) {
+        sqlite3_close(x->readers[i]);
+    }
     sqlite3_close(x->w);
     pthread_mutex_destroy(&x->rlock);
+    pthread_cond_destroy(&x->rfree);
     ag_free(x);
 }
 
@@ -359,12 +402,13 @@ int store__index_sqlite_open(const char *path, bool read_only,
     }
     x->base.ops = &SQLITE_OPS;
     pthread_mutex_init(&x->rlock, NULL);
+    pthread_cond_init(&x->rfree, NULL);
     int rc = open_conn(path, read_only, &x->w, err);
     if (rc == AG_OK && !read_only) {
         rc = migrate(x->w, err);
     }
-    if (rc == AG_OK) {
-        rc = open_conn(path, read_only, &x->r, err);
+    for (int i = 0; rc == AG_OK && i < READERS; i++) {
+        rc = open_conn(path, read_only, &x->readers[i], err);
     }
     for (int i = 0; rc == AG_OK && i < Q_NSTMT && !read_only; i++) {
         if (sqlite3_prepare_v3(x->w, SQL[i], -1, SQLITE_PREPARE_PERSISTENT,
@@ -953,12 +997,12 @@ static int sq_list(StoreIndex *ix, StoreLevel level, const char *const *flt,
         ag_buf_deinit(&sql);
         return ag_error_set(err, rc, "list: query too long");
     }
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(x->r, (const char *)sql.data, -1, &st, NULL) !=
+    if (sqlite3_prepare_v2(rd, (const char *)sql.data, -1, &st, NULL) !=
         SQLITE_OK) {
-        rc = db_error(x->r, err, "list");
-        pthread_mutex_unlock(&x->rlock);
+        rc = db_error(rd, err, "list");
+        reader_put(x, rd);
         ag_buf_deinit(&sql);
         return rc;
     }
@@ -978,10 +1022,10 @@ static int sq_list(StoreIndex *ix, StoreLevel level, const char *const *flt,
         }
     }
     if (s != SQLITE_ROW && s != SQLITE_DONE) {
-        rc = db_error(x->r, err, "list");
+        rc = db_error(rd, err, "list");
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     ag_buf_deinit(&sql);
     return rc;
 }
@@ -989,17 +1033,17 @@ static int sq_list(StoreIndex *ix, StoreLevel level, const char *const *flt,
 static int sq_stats(StoreIndex *ix, StoreStats *out, AgError *err)
 {
     SqliteIndex *x = (SqliteIndex *)ix;
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
     int rc = AG_OK;
-    if (sqlite3_prepare_v2(x->r,
+    if (sqlite3_prepare_v2(rd,
                            "SELECT (SELECT count(*) FROM patients),"
                            " (SELECT count(*) FROM studies),"
                            " (SELECT count(*) FROM series),"
                            " (SELECT count(*) FROM instances),"
                            " (SELECT coalesce(sum(size), 0) FROM instances)",
                            -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(x->r, err, "stats");
+        rc = db_error(rd, err, "stats");
     } else {
         if (sqlite3_step(st) == SQLITE_ROW) {
             out->patients = (uint64_t)sqlite3_column_int64(st, 0);
@@ -1008,11 +1052,11 @@ static int sq_stats(StoreIndex *ix, StoreStats *out, AgError *err)
             out->instances = (uint64_t)sqlite3_column_int64(st, 3);
             out->bytes = (uint64_t)sqlite3_column_int64(st, 4);
         } else {
-            rc = db_error(x->r, err, "stats");
+            rc = db_error(rd, err, "stats");
         }
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     return rc;
 }
 
@@ -1022,13 +1066,13 @@ static int sq_walk_instances(StoreIndex *ix,
                              void *ctx, AgError *err)
 {
     SqliteIndex *x = (SqliteIndex *)ix;
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
     int rc = AG_OK;
-    if (sqlite3_prepare_v2(x->r, "SELECT sop_uid, blob, checksum, size FROM"
+    if (sqlite3_prepare_v2(rd, "SELECT sop_uid, blob, checksum, size FROM"
                            " instances ORDER BY id", -1, &st, NULL) !=
         SQLITE_OK) {
-        rc = db_error(x->r, err, "walk");
+        rc = db_error(rd, err, "walk");
     } else {
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1041,7 +1085,7 @@ static int sq_walk_instances(StoreIndex *ix,
         }
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     return rc;
 }
 
@@ -1049,18 +1093,18 @@ static int sq_has_blob(StoreIndex *ix, const char *blob, bool *out,
                        AgError *err)
 {
     SqliteIndex *x = (SqliteIndex *)ix;
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
     int rc = AG_OK;
-    if (sqlite3_prepare_v2(x->r, "SELECT 1 FROM instances WHERE blob = ?1",
+    if (sqlite3_prepare_v2(rd, "SELECT 1 FROM instances WHERE blob = ?1",
                            -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(x->r, err, "has blob");
+        rc = db_error(rd, err, "has blob");
     } else {
         bind_text(st, 1, blob);
         *out = sqlite3_step(st) == SQLITE_ROW;
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     return rc;
 }
 
@@ -1125,14 +1169,14 @@ static int node_query(SqliteIndex *x, const char *aet,
                       int (*fn)(void *, const StoreNode *), void *ctx,
                       StoreNode *one, AgError *err)
 {
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
     int rc = AG_OK;
     const char *sql = aet != NULL
         ? "SELECT aet, host, port, tls, description FROM nodes WHERE aet = ?1"
         : "SELECT aet, host, port, tls, description FROM nodes ORDER BY aet";
-    if (sqlite3_prepare_v2(x->r, sql, -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(x->r, err, "nodes");
+    if (sqlite3_prepare_v2(rd, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(rd, err, "nodes");
     } else {
         bind_text(st, 1, aet);
         bool found = false;
@@ -1153,7 +1197,7 @@ static int node_query(SqliteIndex *x, const char *aet,
             rc = ag_error_set(err, AG_ERR_NOTFOUND, "no node %s", aet);
         }
     }
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     return rc;
 }
 
@@ -1175,12 +1219,12 @@ static int sq_select(StoreIndex *ix, const char *sql,
                      AgError *err)
 {
     SqliteIndex *x = (SqliteIndex *)ix;
-    pthread_mutex_lock(&x->rlock);
+    sqlite3 *rd = reader_get(x);
     sqlite3_stmt *st;
     int rc = AG_OK;
-    if (sqlite3_prepare_v2(x->r, sql, -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(x->r, err, "query");
-        pthread_mutex_unlock(&x->rlock);
+    if (sqlite3_prepare_v2(rd, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(rd, err, "query");
+        reader_put(x, rd);
         return rc;
     }
     for (int i = 0; i < nparams; i++) {
@@ -1201,10 +1245,10 @@ static int sq_select(StoreIndex *ix, const char *sql,
         }
     }
     if (s != SQLITE_ROW && s != SQLITE_DONE) {
-        rc = db_error(x->r, err, "query");
+        rc = db_error(rd, err, "query");
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&x->rlock);
+    reader_put(x, rd);
     return rc;
 }
 

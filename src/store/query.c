@@ -1,0 +1,504 @@
+/*
+ * query.c — matching per PS3.4 C.2.2.2, shared by C-FIND and QIDO-RS:
+ * single value, universal, wildcard, range, list of UIDs; person names
+ * optionally case-insensitive.  The identifier becomes ONE parameterised
+ * SELECT over the index (DESIGN.md §6): never a query per row, never data
+ * in the SQL text, always a hard cap.
+ */
+#include "store_int.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define HARD_CAP 10000
+#define MAX_PARAMS 64
+
+typedef enum Kind {
+    K_TEXT,      /* LO SH CS ...: exact or wildcard */
+    K_PN,        /* person name: wildcard, optional case folding */
+    K_DATE,      /* DA: exact or range */
+    K_TIME,      /* TM: exact or range */
+    K_UID,       /* UI: exact or list */
+    K_INT,       /* IS/US counts and numbers: exact */
+    K_MODALITIES /* ModalitiesInStudy: any series has one of the values */
+} Kind;
+
+typedef struct Attr {
+    uint32_t tag;
+    StoreLevel level;        /* level the attribute belongs to */
+    const char *expr;        /* SQL expression (whitelisted) */
+    Kind kind;
+    const char *fold_expr;   /* PN: the upper-cased column */
+    bool count;              /* a derived count: only at its own level */
+} Attr;
+
+static const Attr ATTRS[] = {
+    {0x00100010, STORE_LEVEL_PATIENT, "p.name", K_PN, "p.name_norm", false},
+    {0x00100020, STORE_LEVEL_PATIENT, "p.patient_id", K_TEXT, NULL, false},
+    {0x00100021, STORE_LEVEL_PATIENT, "p.issuer", K_TEXT, NULL, false},
+    {0x00100030, STORE_LEVEL_PATIENT, "p.birth_date", K_DATE, NULL, false},
+    {0x00100040, STORE_LEVEL_PATIENT, "p.sex", K_TEXT, NULL, false},
+    {0x00201200, STORE_LEVEL_PATIENT,
+     "(SELECT count(*) FROM studies x WHERE x.patient_pk = p.id)", K_INT,
+     NULL, true},
+    {0x0020000d, STORE_LEVEL_STUDY, "t.study_uid", K_UID, NULL, false},
+    {0x00080020, STORE_LEVEL_STUDY, "t.study_date", K_DATE, NULL, false},
+    {0x00080030, STORE_LEVEL_STUDY, "t.study_time", K_TIME, NULL, false},
+    {0x00080050, STORE_LEVEL_STUDY, "t.accession", K_TEXT, NULL, false},
+    {0x00200010, STORE_LEVEL_STUDY, "t.study_id", K_TEXT, NULL, false},
+    {0x00081030, STORE_LEVEL_STUDY, "t.description", K_TEXT, NULL, false},
+    {0x00080090, STORE_LEVEL_STUDY, "t.referring_name", K_PN,
+     "t.referring_norm", false},
+    {0x00080061, STORE_LEVEL_STUDY, "t.modalities", K_MODALITIES, NULL,
+     false},
+    {0x00201206, STORE_LEVEL_STUDY, "t.num_series", K_INT, NULL, true},
+    {0x00201208, STORE_LEVEL_STUDY, "t.num_instances", K_INT, NULL, true},
+    {0x0020000e, STORE_LEVEL_SERIES, "s.series_uid", K_UID, NULL, false},
+    {0x00080060, STORE_LEVEL_SERIES, "s.modality", K_TEXT, NULL, false},
+    {0x00200011, STORE_LEVEL_SERIES, "s.series_number", K_INT, NULL, false},
+    {0x0008103e, STORE_LEVEL_SERIES, "s.description", K_TEXT, NULL, false},
+    {0x00180015, STORE_LEVEL_SERIES, "s.body_part", K_TEXT, NULL, false},
+    {0x00080021, STORE_LEVEL_SERIES, "s.series_date", K_DATE, NULL, false},
+    {0x00080031, STORE_LEVEL_SERIES, "s.series_time", K_TIME, NULL, false},
+    {0x00081010, STORE_LEVEL_SERIES, "s.station", K_TEXT, NULL, false},
+    {0x00080080, STORE_LEVEL_SERIES, "s.institution", K_TEXT, NULL, false},
+    {0x00081040, STORE_LEVEL_SERIES, "s.department", K_TEXT, NULL, false},
+    {0x00080070, STORE_LEVEL_SERIES, "s.manufacturer", K_TEXT, NULL, false},
+    {0x00201209, STORE_LEVEL_SERIES, "s.num_instances", K_INT, NULL, true},
+    {0x00080018, STORE_LEVEL_INSTANCE, "i.sop_uid", K_UID, NULL, false},
+    {0x00080016, STORE_LEVEL_INSTANCE, "i.sop_class_uid", K_UID, NULL, false},
+    {0x00200013, STORE_LEVEL_INSTANCE, "i.instance_number", K_INT, NULL,
+     false},
+    {0x00280010, STORE_LEVEL_INSTANCE, "i.rows", K_INT, NULL, false},
+    {0x00280011, STORE_LEVEL_INSTANCE, "i.columns", K_INT, NULL, false},
+    {0x00280008, STORE_LEVEL_INSTANCE, "i.frames", K_INT, NULL, false},
+    {0x00080023, STORE_LEVEL_INSTANCE, "i.content_date", K_DATE, NULL, false},
+    {0x00080033, STORE_LEVEL_INSTANCE, "i.content_time", K_TIME, NULL, false},
+    {0x00083002, STORE_LEVEL_INSTANCE, "i.transfer_syntax", K_UID, NULL,
+     false},
+};
+#define NATTRS (sizeof ATTRS / sizeof ATTRS[0])
+
+/* Unique key of each level (PS3.4 C.6.1.1, C.6.2.1). */
+static const uint32_t UNIQUE[] = {
+    [STORE_LEVEL_PATIENT] = 0x00100020, [STORE_LEVEL_STUDY] = 0x0020000d,
+    [STORE_LEVEL_SERIES] = 0x0020000e, [STORE_LEVEL_INSTANCE] = 0x00080018,
+};
+
+static const char *const FROM[] = {
+    [STORE_LEVEL_PATIENT] = " FROM patients p",
+    [STORE_LEVEL_STUDY] = " FROM studies t JOIN patients p"
+                          " ON t.patient_pk = p.id",
+    [STORE_LEVEL_SERIES] = " FROM series s JOIN studies t ON s.study_pk = t.id"
+                           " JOIN patients p ON t.patient_pk = p.id",
+    [STORE_LEVEL_INSTANCE] = " FROM instances i JOIN series s"
+                             " ON i.series_pk = s.id JOIN studies t"
+                             " ON s.study_pk = t.id JOIN patients p"
+                             " ON t.patient_pk = p.id",
+};
+
+static const char *const ORDER[] = {
+    [STORE_LEVEL_PATIENT] = " ORDER BY p.id",
+    [STORE_LEVEL_STUDY] = " ORDER BY t.id",
+    [STORE_LEVEL_SERIES] = " ORDER BY t.id, s.series_number, s.id",
+    [STORE_LEVEL_INSTANCE] = " ORDER BY s.id, i.instance_number, i.id",
+};
+
+static const Attr *find_attr(uint32_t tag)
+{
+    for (size_t i = 0; i < NATTRS; i++) {
+        if (ATTRS[i].tag == tag) {
+            return &ATTRS[i];
+        }
+    }
+    return NULL;
+}
+
+/* Available at a query level: its own attributes and those of the levels
+ * above it; counts only at their own level.  For the patient root, the
+ * study level sits under patient; for the study root, patient attributes
+ * are part of the study level (PS3.4 C.6.2). */
+static bool available(const Attr *a, StoreLevel level)
+{
+    return a->count ? a->level == level : a->level <= level;
+}
+
+typedef struct Builder {
+    AgBuf sql;
+    const char *params[MAX_PARAMS];
+    int nparams;
+    AgArena *a;
+    AgError *err;
+    int rc;
+} Builder;
+
+static void add(Builder *b, const char *s)
+{
+    if (b->rc == AG_OK) {
+        b->rc = ag_buf_append_str(&b->sql, s);
+    }
+}
+
+static void param(Builder *b, const char *v)
+{
+    if (b->rc != AG_OK) {
+        return;
+    }
+    if (b->nparams == MAX_PARAMS) {
+        b->rc = ag_error_set(b->err, AG_ERR_LIMIT, "query has too many "
+                             "values");
+        return;
+    }
+    b->params[b->nparams++] = v;
+    char ph[16];
+    ag_fmt(ph, sizeof ph, "?%d", b->nparams);
+    add(b, ph);
+}
+
+static bool has_wildcard(const char *v)
+{
+    return strpbrk(v, "*?") != NULL;
+}
+
+/* DICOM wildcard to a LIKE pattern with '\' as the escape character. */
+static char *like_pattern(const char *v, AgArena *a)
+{
+    size_t n = strlen(v);
+    char *out = ag_arena_alloc(a, 2 * n + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *o = out;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p == '*') {
+            *o++ = '%';
+        } else if (*p == '?') {
+            *o++ = '_';
+        } else {
+            if (*p == '%' || *p == '_' || *p == '\\') {
+                *o++ = '\\';
+            }
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static char *upper(const char *v, AgArena *a)
+{
+    char *u = ag_arena_strdup(a, v);
+    for (char *p = u; p != NULL && *p != '\0'; p++) {
+        *p = (char)toupper((unsigned char)*p);
+    }
+    return u;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* "A-B", "-B", "A-" or "A" (PS3.4 C.2.2.2.5). */
+static void range(Builder *b, const char *expr, const char *v, Kind k,
+                  uint32_t tag)
+{
+    const char *dash = strchr(v, '-');
+    size_t lo_n = dash ? (size_t)(dash - v) : strlen(v);
+    const char *hi = dash ? dash + 1 : NULL;
+    size_t hi_n = hi ? strlen(hi) : 0;
+    bool ok = k == K_DATE
+        ? ((lo_n == 0 || (lo_n == 8 && all_digits(v, 8))) &&
+           (hi == NULL || hi_n == 0 || (hi_n == 8 && all_digits(hi, 8))) &&
+           (lo_n > 0 || hi_n > 0))
+        : (lo_n + hi_n > 0 && lo_n <= 16 && hi_n <= 16);
+    if (!ok) {
+        b->rc = ag_error_set(b->err, AG_ERR_INVALID,
+                             "(%04x,%04x): \"%.40s\" is not a %s or range",
+                             tag >> 16, tag & 0xffff, v,
+                             k == K_DATE ? "date" : "time");
+        return;
+    }
+    char *lo = ag_arena_strndup(b->a, v, lo_n);
+    if (dash == NULL) {
+        add(b, expr);
+        add(b, k == K_TIME ? " LIKE " : " = ");
+        param(b, k == K_TIME ? ag_arena_printf(b->a, "%s%%", lo) : lo);
+        return;
+    }
+    add(b, "(");
+    if (lo_n > 0) {
+        add(b, expr);
+        add(b, " >= ");
+        param(b, lo);
+    }
+    if (lo_n > 0 && hi_n > 0) {
+        add(b, " AND ");
+    }
+    if (hi_n > 0) {
+        /* Times compare as text; "~" sorts after digits and '.', so
+         * "1200~" includes 120059.999 (C.2.2.2.5: inclusive). */
+        add(b, expr);
+        add(b, " <= ");
+        param(b, k == K_TIME ? ag_arena_printf(b->a, "%s~", hi)
+                             : ag_arena_strdup(b->a, hi));
+    }
+    add(b, ")");
+}
+
+/* Condition for one matching key; nothing for a universal (empty) key. */
+static void condition(Builder *b, const Attr *at, const char *v,
+                      bool fuzzy)
+{
+    const char *expr = at->expr;
+    if (at->kind == K_PN && fuzzy) {
+        expr = at->fold_expr;
+        v = upper(v, b->a);
+    }
+    /* Values separated by '\' are alternatives: a list of UIDs
+     * (C.2.2.2.2), and for the other kinds the QIDO-RS form of several
+     * values of one key. */
+    size_t n = 1;
+    for (const char *p = v; *p != '\0'; p++) {
+        n += *p == '\\';
+    }
+    if (at->kind == K_MODALITIES) {
+        add(b, " AND EXISTS (SELECT 1 FROM series m WHERE m.study_pk = t.id"
+               " AND (");
+        expr = "m.modality";
+    } else {
+        add(b, " AND (");
+    }
+    const char *p = v;
+    for (size_t i = 0; i < n && b->rc == AG_OK; i++) {
+        const char *end = strchr(p, '\\');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char *one = ag_arena_strndup(b->a, p, len);
+        if (i > 0) {
+            add(b, " OR ");
+        }
+        switch (at->kind) {
+        case K_DATE:
+        case K_TIME:
+            range(b, expr, one, at->kind, at->tag);
+            break;
+        case K_UID:
+            add(b, expr);
+            add(b, " = ");
+            param(b, one);
+            break;
+        case K_INT:
+            add(b, "CAST(");
+            add(b, expr);
+            add(b, " AS TEXT) = ");
+            param(b, one);
+            break;
+        default:
+            add(b, expr);
+            if (has_wildcard(one)) {
+                add(b, " LIKE ");
+                param(b, like_pattern(one, b->a));
+                add(b, " ESCAPE '\\'");
+            } else {
+                add(b, " = ");
+                param(b, one);
+            }
+            break;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    add(b, at->kind == K_MODALITIES ? "))" : ")");
+}
+
+/* PS3.4 C.4.1.2.2.1: a hierarchical query names the unique keys of the
+ * levels above with single values, and matches nothing else above. */
+static int check_hierarchy(const StoreQuery *q, AgArena *a, AgError *err)
+{
+    StoreLevel top = q->patient_root ? STORE_LEVEL_PATIENT
+                                     : STORE_LEVEL_STUDY;
+    for (int lv = (int)top; lv < (int)q->level; lv++) {
+        const DicomElement *el = dicom_dataset_find(q->keys, UNIQUE[lv]);
+        char *v = NULL;
+        if (el == NULL || dicom_element_text(el, a, &v, NULL) != AG_OK ||
+            v[0] == '\0' || strchr(v, '\\') != NULL || has_wildcard(v)) {
+            return ag_error_set(err, AG_ERR_INVALID, "(%04x,%04x) must hold "
+                                "one value at this query level",
+                                UNIQUE[lv] >> 16, UNIQUE[lv] & 0xffff);
+        }
+    }
+    size_t n = dicom_dataset_count(q->keys);
+    for (size_t i = 0; i < n; i++) {
+        const DicomElement *el = dicom_dataset_at(q->keys, i);
+        const Attr *at = find_attr(el->tag);
+        if (at == NULL || at->level >= q->level ||
+            UNIQUE[at->level] == el->tag || el->length == 0) {
+            continue;
+        }
+        if (!q->patient_root && at->level == STORE_LEVEL_PATIENT &&
+            q->level == STORE_LEVEL_STUDY) {
+            continue;   /* study root: patient keys are study keys */
+        }
+        return ag_error_set(err, AG_ERR_INVALID, "(%04x,%04x): relational "
+                            "queries are not supported", el->tag >> 16,
+                            el->tag & 0xffff);
+    }
+    return AG_OK;
+}
+
+typedef struct Run {
+    const StoreQuery *q;
+    const Attr *cols[NATTRS];
+    int ncols;
+    StoreMatchFn fn;
+    void *ctx;
+    uint32_t limit;
+    uint32_t seen;
+    bool more;
+    int rc;
+    AgError *err;
+} Run;
+
+/* The response identifier: the keys asked for, filled from the row. */
+static int emit_row(void *ctx, int ncol, const char *const *vals)
+{
+    Run *r = ctx;
+    if (r->seen == r->limit) {
+        r->more = true;
+        return 1;
+    }
+    r->seen++;
+    AgArena *a = ag_arena_create(4 << 20);
+    DicomDataset *ds = a ? dicom_dataset_create(a) : NULL;
+    if (ds == NULL) {
+        ag_arena_destroy(a);
+        r->rc = ag_error_set(r->err, AG_ERR_NOMEM, "query: out of memory");
+        return 1;
+    }
+    static const char *const LEVELS[] = {"PATIENT", "STUDY", "SERIES",
+                                         "IMAGE"};
+    int rc = dicom_set_string(ds, DICOM_TAG_SPECIFIC_CHARACTER_SET,
+                              DICOM_VR_CS, "ISO_IR 192", NULL);
+    if (rc == AG_OK) {
+        rc = dicom_set_string(ds, DICOM_TAG(0x0008, 0x0052), DICOM_VR_CS,
+                              LEVELS[r->q->level], NULL);
+    }
+    /* Every key of the identifier comes back (C.4.1.1.3.2): with its value
+     * where Agora indexes it, empty otherwise. */
+    size_t nk = dicom_dataset_count(r->q->keys);
+    for (size_t k = 0; k < nk && rc == AG_OK; k++) {
+        const DicomElement *key = dicom_dataset_at(r->q->keys, k);
+        uint32_t tag = key->tag;
+        if (DICOM_TAG_GROUP(tag) <= 0x0002 || tag == 0x00080005 ||
+            tag == 0x00080052) {
+            continue;
+        }
+        if (key->vr == DICOM_VR_SQ) {
+            DicomElement *sq;
+            rc = dicom_set_sequence(ds, tag, &sq, NULL);
+            continue;
+        }
+        rc = dicom_set_bytes(ds, tag, key->vr, "", 0, NULL);
+    }
+    for (int c = 0; c < ncol && c < r->ncols && rc == AG_OK; c++) {
+        const Attr *at = r->cols[c];
+        bool asked = dicom_dataset_find(r->q->keys, at->tag) != NULL;
+        if ((!asked && !r->q->all_fields) || vals[c] == NULL) {
+            continue;
+        }
+        const DicomElement *key = dicom_dataset_find(r->q->keys, at->tag);
+        DicomVR vr = key != NULL ? key->vr : dicom_dict_vr(at->tag);
+        if (vr == DICOM_VR_US || vr == DICOM_VR_UL) {
+            int64_t v = 0;
+            sscanf(vals[c], "%" SCNd64, &v);
+            rc = dicom_set_ints(ds, at->tag, vr, &v, 1, NULL);
+        } else {
+            rc = dicom_set_string(ds, at->tag, vr, vals[c], NULL);
+        }
+    }
+    if (rc != AG_OK) {
+        r->rc = ag_error_set(r->err, rc, "query: cannot build a match");
+    } else if (r->fn(r->ctx, ds) != 0) {
+        r->rc = AG_OK;
+        ag_arena_destroy(a);
+        return 1;
+    }
+    ag_arena_destroy(a);
+    return r->rc != AG_OK;
+}
+
+int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
+                bool *more, AgError *err)
+{
+    AgArena *a = ag_arena_create(16 << 20);
+    if (a == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "query: out of memory");
+    }
+    Builder b = {.a = a, .err = err};
+    ag_buf_init(&b.sql, 64 << 10);
+    Run run = {.q = q, .fn = fn, .ctx = ctx, .err = err};
+    run.limit = q->limit == 0 || q->limit > HARD_CAP ? HARD_CAP : q->limit;
+    if (q->hierarchical) {
+        b.rc = check_hierarchy(q, a, err);
+    }
+    add(&b, "SELECT ");
+    for (size_t i = 0; i < NATTRS; i++) {
+        if (available(&ATTRS[i], q->level)) {
+            if (run.ncols > 0) {
+                add(&b, ", ");
+            }
+            add(&b, ATTRS[i].expr);
+            run.cols[run.ncols++] = &ATTRS[i];
+        }
+    }
+    add(&b, FROM[q->level]);
+    add(&b, " WHERE 1 = 1");
+    size_t n = dicom_dataset_count(q->keys);
+    for (size_t i = 0; i < n && b.rc == AG_OK; i++) {
+        const DicomElement *el = dicom_dataset_at(q->keys, i);
+        const Attr *at = find_attr(el->tag);
+        if (at == NULL || !available(at, q->level) || el->length == 0 ||
+            el->vr == DICOM_VR_SQ) {
+            continue;   /* universal, unknown (returned empty) or sequence */
+        }
+        char *v = NULL;
+        if (dicom_element_utf8(q->keys, el, a, &v, NULL) != AG_OK ||
+            v[0] == '\0') {
+            continue;
+        }
+        condition(&b, at, v, q->fuzzy);
+    }
+    char lim[64];
+    ag_fmt(lim, sizeof lim, " LIMIT %u OFFSET %u", run.limit + 1, q->offset);
+    add(&b, ORDER[q->level]);
+    add(&b, lim);
+    int rc = b.rc;
+    if (rc == AG_OK) {
+        rc = ag_buf_append(&b.sql, "", 1);
+        if (rc != AG_OK) {
+            rc = ag_error_set(err, rc, "query too long");
+        }
+    } else if (rc != AG_ERR_INVALID && rc != AG_ERR_LIMIT) {
+        rc = ag_error_set(err, rc, "query: out of memory");
+    }
+    if (rc == AG_OK) {
+        StoreIndex *ix = store__index(s);
+        rc = ix->ops->select(ix, (const char *)b.sql.data, b.params,
+                             b.nparams, emit_row, &run, err);
+        if (rc == AG_OK) {
+            rc = run.rc;
+        }
+    }
+    if (more != NULL) {
+        *more = run.more;
+    }
+    ag_buf_deinit(&b.sql);
+    ag_arena_destroy(a);
+    return rc;
+}
