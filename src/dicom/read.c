@@ -586,7 +586,9 @@ static int read_meta(Reader *r, DicomFile *f)
         size_t avail;
         int rc = dicom__input_peek(r->in, 4, &p, &avail, r->err);
         if (rc == AG_ERR_EOF) {
-            if (avail > 0 && dicom__le16(p) == 0x0002) {
+            /* 1-3 bytes cannot start an element of any group: a file cut
+             * inside a header, not the end of the meta group. */
+            if (avail > 0) {
                 return truncated(r, dicom__input_pos(r->in), 0x00020000);
             }
             return AG_OK;

@@ -37,7 +37,7 @@ for exe in "$BUILD"/tests/fuzz/fuzz_*; do
         crashed=$((crashed + 1))
         tail -60 "$WORK/$name.log"
         for a in "$WORK"/crash-* "$WORK"/leak-* "$WORK"/timeout-* "$WORK"/oom-*; do
-            [ -f "$a" ] && { echo "artifact: $a"; xxd "$a" | head -20; }
+            [ -f "$a" ] && { echo "artifact: $a"; xxd "$a" | head -200; }
         done
     fi
 done

@@ -467,6 +467,18 @@ static void test_deflated(void **state)
     assert_true(rc == AG_ERR_PARSE);
 }
 
+/* Found by fuzz_read: one byte after "DICM" was read as a 2-byte group. */
+static void test_fuzz_one_byte_after_dicm(void **state)
+{
+    (void)state;
+    uint8_t b[133] = {0};
+    memcpy(b + 128, "DICM\x02", 5);
+    DicomFile *f;
+    assert_int_equal(dicom_read_buffer(b, sizeof b, NULL, arena, &f, &err),
+                     AG_ERR_PARSE);
+    assert_non_null(strstr(err.msg, "truncated"));
+}
+
 static void test_read_survives_every_oom(void **state)
 {
     (void)state;
@@ -508,6 +520,7 @@ int main(void)
         T(test_budget_limits_allocation),
         T(test_fd_and_pipe_match_buffer),
         T(test_deflated),
+        T(test_fuzz_one_byte_after_dicm),
         T(test_read_survives_every_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
