@@ -35,35 +35,10 @@ static int print_node(void *ctx, const StoreNode *n)
     return 0;
 }
 
-static int connect_to(const char *host, uint16_t port, AgError *err)
-{
-    char ps[8];
-    snprintf(ps, sizeof ps, "%u", port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(host, ps, &hints, &res);
-    if (g != 0) {
-        return ag_error_set(err, AG_ERR_IO, "%s: %s", host, gai_strerror(g));
-    }
-    int fd = -1;
-    for (struct addrinfo *r = res; r != NULL && fd < 0; r = r->ai_next) {
-        fd = socket(r->ai_family, r->ai_socktype | SOCK_CLOEXEC,
-                    r->ai_protocol);
-        if (fd >= 0 && connect(fd, r->ai_addr, r->ai_addrlen) != 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        return ag_error_errno(err, AG_ERR_IO, "connect %s:%u", host, port);
-    }
-    return fd;
-}
-
 /* C-ECHO as SCU (PS3.4 A.4). */
 static int echo(const StoreNode *n, const char *ours, AgError *err)
 {
-    int fd = connect_to(n->host, n->port, err);
+    int fd = net_connect(n->host, n->port, 10000, err);
     if (fd < 0) {
         return fd;
     }

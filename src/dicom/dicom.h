@@ -383,6 +383,8 @@ typedef struct DicomReadOptions {
                                * its transfer syntax; NULL = detect */
     bool strict;              /* refuse what PS3.5 forbids but readers
                                * tolerate (odd value lengths) */
+    bool meta_only;           /* stop after the file meta group: ts_uid
+                               * and dataset_offset are set, dataset empty */
 } DicomReadOptions;
 
 typedef struct DicomFile {

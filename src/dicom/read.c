@@ -733,6 +733,10 @@ static int read_file(Reader *r, DicomFile **out)
         }
     }
     f->dataset_offset = dicom__input_pos(r->in);
+    if (r->opt->meta_only) {
+        *out = f;
+        return AG_OK;
+    }
     rc = read_elements(r, f->dataset, 0, UINT64_MAX, false);
     if (rc != AG_OK) {
         return rc;

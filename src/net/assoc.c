@@ -14,6 +14,8 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -68,6 +70,53 @@ static long plain_write(void *ctx, const void *buf, size_t n)
             return (long)r;
         }
     }
+}
+
+int net_connect(const char *host, uint16_t port, uint32_t timeout_ms,
+                AgError *err)
+{
+    char ps[8];
+    ag_fmt(ps, sizeof ps, "%u", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int g = getaddrinfo(host, ps, &hints, &res);
+    if (g != 0) {
+        return ag_error_set(err, AG_ERR_IO, "%.64s: %s", host,
+                            gai_strerror(g));
+    }
+    int fd = -1;
+    for (struct addrinfo *r = res; r != NULL && fd < 0; r = r->ai_next) {
+        fd = socket(r->ai_family, r->ai_socktype | SOCK_CLOEXEC |
+                    SOCK_NONBLOCK, r->ai_protocol);
+        if (fd < 0) {
+            continue;
+        }
+        int c = connect(fd, r->ai_addr, r->ai_addrlen);
+        if (c != 0 && errno != EINPROGRESS) {
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        if (c != 0) {   /* in progress: wait, bounded */
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int soerr = 0;
+            socklen_t len = sizeof soerr;
+            if (poll(&p, 1, (int)timeout_ms) != 1 ||
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
+                soerr != 0) {
+                errno = soerr != 0 ? soerr : ETIMEDOUT;
+                close(fd);
+                fd = -1;
+                continue;
+            }
+        }
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        return ag_error_errno(err, AG_ERR_IO, "connect %.64s:%u", host, port);
+    }
+    return fd;
 }
 
 void net_transport_plain(NetTransport *t, int fd)

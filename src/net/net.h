@@ -275,6 +275,13 @@ typedef struct NetTransport {
     void *ctx;
 } NetTransport;
 
+/**
+ * Connect a TCP socket to host:port (names resolved, IPv4/IPv6), giving up
+ * after timeout_ms.  Returns the fd (>= 0) or a negative AgErr.
+ */
+int net_connect(const char *host, uint16_t port, uint32_t timeout_ms,
+                AgError *err);
+
 /** A plain-socket transport for fd (sets TCP_NODELAY). */
 void net_transport_plain(NetTransport *t, int fd);
 

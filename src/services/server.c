@@ -64,6 +64,11 @@ uint16_t svc_server_port(const SvcServer *s)
     return s->port;
 }
 
+const char *svc__our_aet(SvcAssoc *sa)
+{
+    return sa->server->aet;
+}
+
 bool svc__fuzzy_names(SvcAssoc *sa)
 {
     return sa->server->cfg.fuzzy_names;
@@ -124,7 +129,9 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
         bool storage = svc__is_storage_class(r->abstract_syntax);
         bool known = storage ||
                      strcmp(r->abstract_syntax, VERIFICATION_CLASS) == 0 ||
-                     svc__is_find_class(r->abstract_syntax);
+                     svc__is_find_class(r->abstract_syntax) ||
+                     svc__is_get_class(r->abstract_syntax) ||
+                     svc__is_move_class(r->abstract_syntax);
         if (!known) {
             c->result = NET_PC_ABSTRACT_SYNTAX_NOT_SUPPORTED;
             continue;
@@ -224,6 +231,16 @@ static int dispatch(SvcAssoc *sa, const NetMessage *m, AgError *err)
     case DIMSE_C_FIND_RQ:
         if (svc__is_find_class(m->cmd.affected_class)) {
             return svc__find(sa, m, err);
+        }
+        break;
+    case DIMSE_C_GET_RQ:
+        if (svc__is_get_class(m->cmd.affected_class)) {
+            return svc__get(sa, m, err);
+        }
+        break;
+    case DIMSE_C_MOVE_RQ:
+        if (svc__is_move_class(m->cmd.affected_class)) {
+            return svc__move(sa, m, err);
         }
         break;
     case DIMSE_C_CANCEL_RQ:

@@ -33,6 +33,15 @@ int svc__read_identifier(SvcAssoc *sa, const NetMessage *m, AgArena *a,
 bool svc__query_level(const DicomDataset *id, bool patient_root,
                       StoreLevel *level, AgArena *a);
 bool svc__fuzzy_names(SvcAssoc *sa);
+const char *svc__our_aet(SvcAssoc *sa);
+int svc__get(SvcAssoc *sa, const NetMessage *m, AgError *err);
+int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err);
+bool svc__is_get_class(const char *uid);
+bool svc__is_move_class(const char *uid);
+int svc__send_instance(NetAssoc *a, uint16_t msg_id, const char *sop_uid,
+                       Store *store, const char *orig_ae, uint16_t orig_id,
+                       uint16_t cancel_id, bool *cancel, uint16_t *status,
+                       AgError *err);
 
 /* Is this a storage SOP class we accept (PS3.4 B.5)? */
 bool svc__is_storage_class(const char *uid);

@@ -562,6 +562,66 @@ int store_stats(Store *s, StoreStats *out, AgError *err)
     return s->index->ops->stats(s->index, out, err);
 }
 
+/* ---- reading ---------------------------------------------------------------- */
+
+static int first_row(void *ctx, int ncol, const char *const *vals)
+{
+    char (*out)[65] = ctx;
+    for (int i = 0; i < ncol && i < 4; i++) {
+        ag_fmt(out[i], 65, "%s", vals[i] ? vals[i] : "");
+    }
+    return 1;
+}
+
+int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
+                        AgError *err)
+{
+    char row[4][65] = {{0}};
+    const char *params[1] = {sop_uid};
+    int rc = s->index->ops->select(s->index, "SELECT blob, sop_class_uid,"
+                                   " transfer_syntax, sop_uid FROM instances"
+                                   " WHERE sop_uid = ?1", params, 1,
+                                   first_row, row, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    if (row[0][0] == '\0') {
+        return ag_error_set(err, AG_ERR_NOTFOUND, "no instance %.64s",
+                            sop_uid);
+    }
+    char path[AG_PATH_MAX];
+    rc = store__blob_path(s->blobs, row[0], path, sizeof path, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return ag_error_errno(err, AG_ERR_IO, "open blob of %.64s", sop_uid);
+    }
+    AgArena *a = ag_arena_create(1 << 20);
+    DicomReadOptions ro = {.meta_only = true};
+    DicomFile *f = NULL;
+    rc = a == NULL ? ag_error_set(err, AG_ERR_NOMEM, "out of memory")
+                   : dicom_read_fd(fd, &ro, a, &f, err);
+    struct stat st;
+    if (rc == AG_OK && fstat(fd, &st) != 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "stat blob");
+    }
+    if (rc == AG_OK) {
+        memset(out, 0, sizeof *out);
+        out->fd = fd;
+        out->size = (uint64_t)st.st_size;
+        out->dataset_offset = f->dataset_offset;
+        memcpy(out->sop_class_uid, row[1], 65);
+        memcpy(out->transfer_syntax, row[2], 65);
+        memcpy(out->sop_instance_uid, row[3], 65);
+    } else {
+        close(fd);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}
+
 /* ---- nodes ---------------------------------------------------------------- */
 
 /* AE titles (PS3.5 §6.2 AE): 1-16 characters, no backslash or control

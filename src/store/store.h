@@ -200,6 +200,24 @@ typedef int (*StoreMatchFn)(void *ctx, const DicomDataset *match);
 int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
                 bool *more, AgError *err);
 
+/* ---- reading stored instances -------------------------------------------- */
+
+typedef struct StoreInstance {
+    int fd;                        /* the blob, open for reading; close it */
+    uint64_t size;                 /* of the whole Part 10 blob */
+    uint64_t dataset_offset;       /* where the data set starts */
+    char sop_class_uid[65];
+    char sop_instance_uid[65];
+    char transfer_syntax[65];
+} StoreInstance;
+
+/**
+ * Open a stored instance by SOP Instance UID for zero-copy serving.
+ * AG_ERR_NOTFOUND if not indexed; AG_ERR_IO if its blob is gone.
+ */
+int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
+                        AgError *err);
+
 /** Counts for statistics. */
 typedef struct StoreStats {
     uint64_t patients, studies, series, instances, bytes;
