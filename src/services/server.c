@@ -131,7 +131,8 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
                      strcmp(r->abstract_syntax, VERIFICATION_CLASS) == 0 ||
                      svc__is_find_class(r->abstract_syntax) ||
                      svc__is_get_class(r->abstract_syntax) ||
-                     svc__is_move_class(r->abstract_syntax);
+                     svc__is_move_class(r->abstract_syntax) ||
+                     svc__is_commit_class(r->abstract_syntax);
         if (!known) {
             c->result = NET_PC_ABSTRACT_SYNTAX_NOT_SUPPORTED;
             continue;
@@ -241,6 +242,11 @@ static int dispatch(SvcAssoc *sa, const NetMessage *m, AgError *err)
     case DIMSE_C_MOVE_RQ:
         if (svc__is_move_class(m->cmd.affected_class)) {
             return svc__move(sa, m, err);
+        }
+        break;
+    case DIMSE_N_ACTION_RQ:
+        if (svc__is_commit_class(m->cmd.requested_class)) {
+            return svc__commit(sa, m, err);
         }
         break;
     case DIMSE_C_CANCEL_RQ:

@@ -5,7 +5,9 @@
  *  - Verification SCP (C-ECHO, PS3.4 Annex A)
  *  - Storage SCP for every storage SOP class in the dictionary (PS3.4
  *    Annex B): success only after the ingest pipeline made it durable
- *  - Query/Retrieve C-FIND SCP, Patient Root and Study Root (PS3.4 C)
+ *  - Query/Retrieve SCP, Patient Root and Study Root (PS3.4 C): C-FIND,
+ *    C-MOVE to known nodes, C-GET on the same association
+ *  - Storage Commitment Push Model SCP (PS3.4 J)
  *
  * Association policy (SECURITY.md rules 5, 7): the called AE title must be
  * ours; the calling AE title must be a known node (`agora node add`) unless

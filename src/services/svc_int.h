@@ -38,6 +38,8 @@ int svc__get(SvcAssoc *sa, const NetMessage *m, AgError *err);
 int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err);
 bool svc__is_get_class(const char *uid);
 bool svc__is_move_class(const char *uid);
+bool svc__is_commit_class(const char *uid);
+int svc__commit(SvcAssoc *sa, const NetMessage *m, AgError *err);
 int svc__send_instance(NetAssoc *a, uint16_t msg_id, const char *sop_uid,
                        Store *store, const char *orig_ae, uint16_t orig_id,
                        uint16_t cancel_id, bool *cancel, uint16_t *status,

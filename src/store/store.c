@@ -622,6 +622,36 @@ int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
     return rc;
 }
 
+int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
+                          AgError *err)
+{
+    char row[4][65] = {{0}};
+    const char *params[1] = {sop_uid};
+    int rc = s->index->ops->select(s->index, "SELECT blob, sop_class_uid,"
+                                   " checksum, size FROM instances"
+                                   " WHERE sop_uid = ?1", params, 1,
+                                   first_row, row, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
+    if (row[0][0] == '\0') {
+        return ag_error_set(err, AG_ERR_NOTFOUND, "not stored");
+    }
+    if (sop_class != NULL && strcmp(sop_class, row[1]) != 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "stored with another SOP "
+                            "class");
+    }
+    StoreBlobInfo info;
+    rc = store__blob_hash(s->blobs, row[0], &info, err);
+    if (rc != AG_OK) {
+        return ag_error_set(err, AG_ERR_IO, "blob unreadable");
+    }
+    if (strcmp(info.checksum, row[2]) != 0) {
+        return ag_error_set(err, AG_ERR_IO, "checksum mismatch");
+    }
+    return AG_OK;
+}
+
 /* ---- nodes ---------------------------------------------------------------- */
 
 /* AE titles (PS3.5 §6.2 AE): 1-16 characters, no backslash or control

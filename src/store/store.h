@@ -218,6 +218,15 @@ typedef struct StoreInstance {
 int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
                         AgError *err);
 
+/**
+ * Storage commitment's question (PS3.4 J.3.3): is this instance durably
+ * stored, of this SOP class, with its bytes matching their checksum?
+ * AG_OK, AG_ERR_NOTFOUND (not stored), AG_ERR_INVALID (class differs) or
+ * AG_ERR_IO (blob missing or corrupt).
+ */
+int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
+                          AgError *err);
+
 /** Counts for statistics. */
 typedef struct StoreStats {
     uint64_t patients, studies, series, instances, bytes;
