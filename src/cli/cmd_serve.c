@@ -32,6 +32,12 @@ static void usage(FILE *out)
             "known nodes\n"
             "  --max-associations N   concurrent associations (default 64)\n"
             "  --duplicates P         keep (default), replace or reject\n"
+            "  --tls-cert F, --tls-key F   certificate and key (PEM): "
+            "enables DICOM TLS\n"
+            "  --tls-port N           DICOM TLS port (default 2762)\n"
+            "  --tls-ca F             CAs (PEM) to verify peers\n"
+            "  --tls-verify-client    require a client certificate signed "
+            "by --tls-ca\n"
             "  --fuzzy-names          C-FIND person names match ignoring "
             "case\n"
             "  --artim-timeout S      seconds to wait for an association "
@@ -70,13 +76,19 @@ int cmd_serve(int argc, char **argv)
         {"duplicates", required_argument, NULL, 'D'},
         {"artim-timeout", required_argument, NULL, 'A'},
         {"fuzzy-names", no_argument, NULL, 'F'},
+        {"tls-port", required_argument, NULL, 'T'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
+        {"tls-ca", required_argument, NULL, 'R'},
+        {"tls-verify-client", no_argument, NULL, 'V'},
         {"idle-timeout", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     StoreConfig scfg = {.data_dir = "./agora-data"};
     SvcConfig cfg = {.aet = "AGORA", .bind_addr = "127.0.0.1", .port = 11112};
-    uint16_t ignored;
+    uint16_t ignored, tls_port = 2762;
+    NetTlsConfig tcfg = {0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -109,6 +121,16 @@ int cmd_serve(int argc, char **argv)
                                   : STORE_DUP_KEEP_FIRST;
             break;
         case 'F': cfg.fuzzy_names = true; break;
+        case 'T':
+            if (parse_port(optarg, &tls_port) != 0) {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        case 'C': tcfg.cert_file = optarg; break;
+        case 'K': tcfg.key_file = optarg; break;
+        case 'R': tcfg.ca_file = optarg; break;
+        case 'V': tcfg.verify_peer = true; break;
         case 'A':
             cfg.limits.artim_ms = (uint32_t)(strtod(optarg, NULL) * 1000);
             break;
@@ -139,11 +161,37 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     cfg.store = store;
-    SvcServer *dimse = NULL;
+    NetTls *tls_server = NULL, *tls_client = NULL;
+    if (tcfg.cert_file != NULL || tcfg.key_file != NULL) {
+        NetTlsConfig ccfg = {.cert_file = tcfg.cert_file,
+                             .key_file = tcfg.key_file,
+                             .ca_file = tcfg.ca_file,
+                             .verify_peer = tcfg.ca_file != NULL};
+        if (net_tls_create(&tcfg, true, &tls_server, &err) != AG_OK ||
+            net_tls_create(&ccfg, false, &tls_client, &err) != AG_OK) {
+            fprintf(stderr, "agora serve: %s\n", err.msg);
+            net_tls_free(tls_server);
+            store_close(store);
+            return 1;
+        }
+        cfg.tls_client = tls_client;
+    }
+    SvcServer *dimse = NULL, *dimse_tls = NULL;
     if (cfg.port != 0 && svc_server_start(&cfg, &dimse, &err) != AG_OK) {
         fprintf(stderr, "agora serve: %s\n", err.msg);
         store_close(store);
         return 1;
+    }
+    if (tls_server != NULL && tls_port != 0) {
+        SvcConfig tcfg2 = cfg;
+        tcfg2.port = tls_port;
+        tcfg2.tls = tls_server;
+        if (svc_server_start(&tcfg2, &dimse_tls, &err) != AG_OK) {
+            fprintf(stderr, "agora serve: %s\n", err.msg);
+            svc_server_stop(dimse);
+            store_close(store);
+            return 1;
+        }
     }
     StoreStats st = {0};
     store_stats(store, &st, NULL);
@@ -154,6 +202,11 @@ int cmd_serve(int argc, char **argv)
         printf("DICOM: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
                svc_server_port(dimse),
                cfg.accept_unknown_ae ? " (accepting any calling AE)" : "");
+        if (dimse_tls != NULL) {
+            printf("DICOM TLS: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
+                   svc_server_port(dimse_tls),
+                   tcfg.verify_peer ? " (client certificates required)" : "");
+        }
         if (st.instances == 0) {
             printf("\nThe archive is empty.  To send images:\n"
                    "  agora node add MYSCU 127.0.0.1 11113   # make your "
@@ -169,7 +222,10 @@ int cmd_serve(int argc, char **argv)
     int sig = 0;
     sigwait(&stop, &sig);
     printf("stopping (signal %d)\n", sig);
+    svc_server_stop(dimse_tls);
     svc_server_stop(dimse);
+    net_tls_free(tls_server);
+    net_tls_free(tls_client);
     store_close(store);
     return 0;
 }

@@ -285,6 +285,40 @@ int net_connect(const char *host, uint16_t port, uint32_t timeout_ms,
 /** A plain-socket transport for fd (sets TCP_NODELAY). */
 void net_transport_plain(NetTransport *t, int fd);
 
+/* ---- TLS (tls.c, GnuTLS; PS3.15 B.1 and the BCP 195 profiles) ------------- */
+
+typedef struct NetTls NetTls;
+
+typedef struct NetTlsConfig {
+    const char *cert_file;       /* PEM certificate (chain) */
+    const char *key_file;        /* PEM private key */
+    const char *ca_file;         /* PEM CAs to verify the peer; NULL = none */
+    bool verify_peer;            /* server: require and verify a client
+                                  * certificate; client: verify the server */
+} NetTlsConfig;
+
+/**
+ * Credentials and policy for one side: TLS 1.2 minimum, 1.3 preferred,
+ * ECDHE key exchange with AEAD ciphers only (SECURITY.md rule 7).
+ */
+int net_tls_create(const NetTlsConfig *cfg, bool server, NetTls **out,
+                   AgError *err);
+void net_tls_free(NetTls *t);
+
+/* A TLS session over a socket, usable as a NetTransport. */
+typedef struct NetTlsSession NetTlsSession;
+
+/**
+ * Handshake on fd (as server or client per t) within timeout_ms, and fill
+ * tr with the session's transport.  On a verified client certificate,
+ * peer_cn receives its subject CN (may be NULL).
+ */
+int net_tls_start(NetTls *t, int fd, const char *server_name,
+                  uint32_t timeout_ms, NetTransport *tr, NetTlsSession **out,
+                  char *peer_cn, size_t cn_cap, AgError *err);
+/** Send close_notify (best effort) and free the session. */
+void net_tls_end(NetTlsSession *s);
+
 /**
  * Acceptor, step 1: wait (ARTIM) for the peer's A-ASSOCIATE-RQ and parse
  * it.  Anything else aborts (non-DICOM bytes on the port, oversized PDU).

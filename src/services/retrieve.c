@@ -459,13 +459,25 @@ static void propose(NetAssocParams *rq, const Targets *t)
 }
 
 static int open_sub(SvcAssoc *sa, const StoreNode *node, const Targets *t,
-                    int *fd, NetTransport *tr, NetAssoc **sub, AgError *err)
+                    int *fd, NetTransport *tr, NetTlsSession **tls,
+                    NetAssoc **sub, AgError *err)
 {
     *fd = net_connect(node->host, node->port, 10000, err);
     if (*fd < 0) {
         return *fd;
     }
     net_transport_plain(tr, *fd);
+    if (node->tls) {
+        if (svc__tls_client(sa) == NULL) {
+            return ag_error_set(err, AG_ERR_UNSUPPORTED, "node %s wants TLS "
+                                "and no TLS is configured", node->aet);
+        }
+        int trc = net_tls_start(svc__tls_client(sa), *fd, node->host, 10000,
+                                tr, tls, NULL, 0, err);
+        if (trc != AG_OK) {
+            return trc;
+        }
+    }
     NetAssocParams *rq = ag_calloc(1, sizeof *rq);
     if (rq == NULL) {
         return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
@@ -514,10 +526,11 @@ int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err)
     bool cancelled = false;
     int fd = -1;
     NetTransport tr;
+    NetTlsSession *tls = NULL;
     NetAssoc *sub = NULL;
     bool sub_ok = false;
     if (rc == AG_OK && status == DIMSE_SUCCESS && t.n > 0) {
-        sub_ok = open_sub(sa, &node, &t, &fd, &tr, &sub, &qerr) == AG_OK;
+        sub_ok = open_sub(sa, &node, &t, &fd, &tr, &tls, &sub, &qerr) == AG_OK;
         if (!sub_ok) {
             ag_log(AG_LOG_WARN, "dimse", "C-MOVE to %s failed: %s", node.aet,
                    qerr.msg);
@@ -562,6 +575,7 @@ int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err)
         }
         net_assoc_free(sub);
     }
+    net_tls_end(tls);
     if (fd >= 0) {
         close(fd);
     }

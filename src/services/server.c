@@ -64,6 +64,11 @@ uint16_t svc_server_port(const SvcServer *s)
     return s->port;
 }
 
+NetTls *svc__tls_client(SvcAssoc *sa)
+{
+    return sa->server->cfg.tls_client;
+}
+
 const char *svc__our_aet(SvcAssoc *sa)
 {
     return sa->server->aet;
@@ -281,8 +286,27 @@ static void serve_assoc(SvcAssoc *sa)
         ag_free(ac);
         return;
     }
-    int rc = net_accept(&sa->transport, &s->cfg.limits, &sa->assoc, rq,
-                        &err);
+    int rc = AG_OK;
+    if (s->cfg.tls != NULL) {
+        char cn[128];
+        uint32_t artim = s->cfg.limits.artim_ms ? s->cfg.limits.artim_ms
+                                                : 30000;
+        rc = net_tls_start(s->cfg.tls, sa->transport.fd, NULL, artim,
+                           &sa->transport, &sa->tls, cn, sizeof cn, &err);
+        if (rc != AG_OK) {
+            ag_log(AG_LOG_WARN, "dimse", "TLS from %s refused: %s",
+                   sa->remote, err.msg);
+            pthread_mutex_lock(&s->lock);
+            s->stats.associations_rejected++;
+            pthread_mutex_unlock(&s->lock);
+            goto done;
+        }
+        if (cn[0] != '\0') {
+            ag_log(AG_LOG_INFO, "dimse", "TLS client certificate CN=%s from "
+                   "%s", cn, sa->remote);
+        }
+    }
+    rc = net_accept(&sa->transport, &s->cfg.limits, &sa->assoc, rq, &err);
     if (rc != AG_OK) {
         ag_log(AG_LOG_WARN, "dimse", "association from %s refused: %s",
                sa->remote, err.msg);
@@ -334,6 +358,7 @@ static void serve_assoc(SvcAssoc *sa)
     }
 done:
     net_assoc_free(sa->assoc);
+    net_tls_end(sa->tls);
     ag_free(rq);
     ag_free(ac);
 }

@@ -31,6 +31,8 @@ typedef struct SvcConfig {
     bool accept_unknown_ae;        /* default false */
     bool fuzzy_names;              /* C-FIND PN matching ignores case */
     Store *store;                  /* borrowed */
+    NetTls *tls;                   /* this listener speaks TLS (borrowed) */
+    NetTls *tls_client;            /* for C-MOVE to nodes marked tls */
 } SvcConfig;
 
 /** Bind, listen and start accepting in a background thread. */

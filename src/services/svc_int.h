@@ -11,6 +11,7 @@ typedef struct SvcAssoc {
     struct SvcServer *server;
     NetAssoc *assoc;
     NetTransport transport;
+    NetTlsSession *tls;
     char calling_ae[17];
     char remote[64];
 } SvcAssoc;
@@ -34,6 +35,7 @@ bool svc__query_level(const DicomDataset *id, bool patient_root,
                       StoreLevel *level, AgArena *a);
 bool svc__fuzzy_names(SvcAssoc *sa);
 const char *svc__our_aet(SvcAssoc *sa);
+NetTls *svc__tls_client(SvcAssoc *sa);
 int svc__get(SvcAssoc *sa, const NetMessage *m, AgError *err);
 int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err);
 bool svc__is_get_class(const char *uid);
