@@ -266,22 +266,6 @@ static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
     } else if (rc == AG_OK && rename(t->tmp, t->final) != 0) {
         rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
     }
-    if (rc == AG_OK) {
-        /* The new name is durable only once its directory is fsynced.
-         * Done here, in the ingesting thread, so that many fsyncs run in
-         * parallel while the commit thread does only the index. */
-        char dir[AG_PATH_MAX];
-        ag_fmt(dir, sizeof dir, "%s", t->final);
-        char *slash = strrchr(dir, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-        }
-        rc = fsync_dir(dir, err);
-        if (rc != AG_OK) {
-            unlink(t->final);
-            return rc;
-        }
-    }
     if (rc != AG_OK) {
         unlink(t->tmp);
         return rc;

@@ -101,6 +101,16 @@ static void empty_trash(Store *s)
 
 /* ---- commit thread ------------------------------------------------------ */
 
+static void enqueue(Store *s, Job *j);
+static void wait_done(Store *s, Job *j);
+
+/* Queue a job and wait until the commit thread has decided it. */
+static void submit(Store *s, Job *j)
+{
+    enqueue(s, j);
+    wait_done(s, j);
+}
+
 static void publish(Store *s, const Job *j, const StoreResult *res)
 {
     StoreEvent ev = {.type = STORE_EVENT_INSTANCE_STORED, .result = res,
@@ -241,24 +251,6 @@ static void *commit_main(void *arg)
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
-}
-
-/* Queue a job and wait until the commit thread has decided it. */
-static void submit(Store *s, Job *j)
-{
-    pthread_mutex_lock(&s->lock);
-    j->next = NULL;
-    if (s->tail != NULL) {
-        s->tail->next = j;
-    } else {
-        s->head = j;
-    }
-    s->tail = j;
-    pthread_cond_signal(&s->queue_cv);
-    while (!j->done) {
-        pthread_cond_wait(&s->done_cv, &s->lock);
-    }
-    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- open / close --------------------------------------------------------- */
@@ -420,11 +412,112 @@ static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
     return AG_OK;
 }
 
+/* Queue a job for the commit thread without waiting. */
+static void enqueue(Store *s, Job *j)
+{
+    pthread_mutex_lock(&s->lock);
+    j->next = NULL;
+    if (s->tail != NULL) {
+        s->tail->next = j;
+    } else {
+        s->head = j;
+    }
+    s->tail = j;
+    pthread_cond_signal(&s->queue_cv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void wait_done(Store *s, Job *j)
+{
+    pthread_mutex_lock(&s->lock);
+    while (!j->done) {
+        pthread_cond_wait(&s->done_cv, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int select_exists(void *ctx, int ncol, const char *const *vals)
+{
+    (void)ncol;
+    (void)vals;
+    *(bool *)ctx = true;
+    return 1;
+}
+
+/* Is this SOP Instance UID indexed already?  (A hint: the commit thread
+ * decides, this only picks the fast path.) */
+static bool indexed(Store *s, const char *sop_uid)
+{
+    bool yes = false;
+    const char *params[1] = {sop_uid};
+    s->index->ops->select(s->index, "SELECT 1 FROM instances WHERE"
+                          " sop_uid = ?1", params, 1, select_exists, &yes,
+                          NULL);
+    return yes;
+}
+
+/*
+ * What a second copy of a stored instance gets under the keep-first and
+ * reject policies, decided before any byte is written: a duplicate costs
+ * a lookup, not a store.  *done is false when the store must go ahead.
+ */
+static int early_duplicate(Store *s, Job *j, StoreResult *res, bool *done,
+                           AgError *err)
+{
+    *done = false;
+    if (s->cfg.dup_policy == STORE_DUP_REPLACE ||
+        !indexed(s, j->attrs.sop_uid)) {
+        return AG_OK;
+    }
+    *done = true;
+    if (s->cfg.dup_policy == STORE_DUP_REJECT) {
+        return ag_error_set(err, AG_ERR_EXISTS, "SOP Instance UID %s is "
+                            "already stored", j->attrs.sop_uid);
+    }
+    j->outcome = STORE_DUPLICATE;
+    if (res != NULL) {
+        fill_result(j, res);
+    }
+    return AG_OK;
+}
+
 static int finish(Store *s, Job *j, const StoreSource *src, StoreResult *res,
                   AgError *err)
 {
     j->src = src;
-    submit(s, j);
+    AgError derr;
+    int drc;
+    if (s->cfg.dup_policy == STORE_DUP_REPLACE &&
+        indexed(s, j->attrs.sop_uid)) {
+        /* A replacement unlinks the old blob once committed: the new one
+         * must be durable first. */
+        drc = store__blob_sync_dir(s->blobs, j->blob_name, &derr);
+        if (drc != AG_OK) {
+            store__blob_remove(s->blobs, j->blob_name, NULL);
+            if (err != NULL) {
+                *err = derr;
+            }
+            return drc;
+        }
+        submit(s, j);
+    } else {
+        /* A new instance: its directory fsync runs while the commit thread
+         * commits the index; success waits for both. */
+        enqueue(s, j);
+        drc = store__blob_sync_dir(s->blobs, j->blob_name, &derr);
+        wait_done(s, j);
+        if (drc != AG_OK && j->rc == AG_OK &&
+            j->outcome != STORE_DUPLICATE) {
+            /* Committed, but the name may not survive a crash: take the
+             * instance back out so nothing half-durable is acknowledged. */
+            uint64_t n;
+            store_delete(s, STORE_LEVEL_INSTANCE, j->attrs.sop_uid, &n, NULL);
+            ag_log(AG_LOG_ERROR, "store", "directory fsync failed for %s: "
+                   "%s; instance withdrawn", j->attrs.sop_uid, derr.msg);
+            j->rc = drc;
+            j->err = derr;
+        }
+    }
     if (j->rc != AG_OK) {
         if (err != NULL) {
             *err = j->err;
@@ -460,6 +553,17 @@ int store_ingest_path(Store *s, const char *path, bool take,
     int rc = dicom_read_path(path, &ro, a, &f, err);
     if (rc == AG_OK) {
         rc = prepare(s, f, a, &j, src, err);
+    }
+    bool done = false;
+    if (rc == AG_OK) {
+        rc = early_duplicate(s, &j, res, &done, err);
+    }
+    if (done) {
+        if (take) {
+            unlink(path);
+        }
+        ag_arena_destroy(a);
+        return rc;
     }
     if (rc == AG_OK && take) {
         rc = store__blob_put_rename(s->blobs, j.blob_name, path, &j.blob,
@@ -503,6 +607,14 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
     int rc = dicom_read_buffer(data, len, &ro, a, &f, err);
     if (rc == AG_OK) {
         rc = prepare(s, f, a, &j, src, err);
+    }
+    bool done = false;
+    if (rc == AG_OK) {
+        rc = early_duplicate(s, &j, res, &done, err);
+    }
+    if (done) {
+        ag_arena_destroy(a);
+        return rc;
     }
     if (rc == AG_OK) {
         rc = store__blob_put_buffer(s->blobs, j.blob_name, data, len, &j.blob,

@@ -32,7 +32,9 @@ void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX]);
 
 /*
  * Put a blob under name: bytes written to a temporary file in the blob's
- * directory, fsynced, renamed, directory fsynced: durable on return.
+ * directory, fsynced, renamed.  The name becomes durable only with
+ * store__blob_sync_dir(), which the caller runs (overlapped with the index
+ * commit for a new instance, before it for a replacement).
  */
 int store__blob_put_buffer(StoreBlobs *b, const char *name,
                            const uint8_t *p, size_t n, StoreBlobInfo *info,
