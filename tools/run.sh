@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
-# Install what is missing, build, and run Agora on the embedded default
-# (SQLite + files in ./agora-data).  Until `agora serve` lands this prints
-# the version and a dump of a sample file.
+# Install what is missing, build (release), and run `agora serve` on the
+# embedded default: SQLite + files in ./agora-data.  Arguments are passed to
+# `agora serve` (see `build-release/agora serve --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
-[ -f build/build.ninja ] || meson setup build -Dbuildtype=release -Dtests=false >/dev/null
-ninja -C build >/dev/null
-if ./build/agora serve --help >/dev/null 2>&1; then
-    exec ./build/agora serve --data ./agora-data "$@"
-fi
-./build/agora version
-sample=$(mktemp /tmp/agora-sample.XXXXXX.dcm)
-trap 'rm -f "$sample"' EXIT
-./build/agora demo --file "$sample"
-./build/agora dump "$sample"
+[ -f build-release/build.ninja ] ||
+    meson setup build-release -Dbuildtype=release -Dtests=false >/dev/null
+ninja -C build-release >/dev/null
+exec ./build-release/agora serve --data ./agora-data "$@"
