@@ -5,6 +5,7 @@
  */
 #include "cli/cli.h"
 #include "services/services.h"
+#include "web/web.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -20,7 +21,9 @@ static void usage(FILE *out)
             "                   [--max-associations N] [--duplicates P]\n"
             "                   [--http-port N] [--hl7-port N] "
             "[--config FILE]\n\n"
-            "Run the archive: the DICOM listener (C-ECHO, C-STORE) on ADDR:N.\n"
+            "Run the archive: DICOM (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET,\n"
+            "storage commitment; TLS when a certificate is given) and HTTP\n"
+            "(DICOMweb: QIDO-RS, WADO-RS, STOW-RS).\n"
             "A port of 0 disables that listener.  Stop with Ctrl-C "
             "(SIGINT/SIGTERM).\n\n"
             "options:\n"
@@ -44,10 +47,11 @@ static void usage(FILE *out)
             "request (30)\n"
             "  --idle-timeout S       seconds an association may stay "
             "silent (300)\n"
-            "  --http-port N, --hl7-port N, --config FILE: reserved for the "
-            "listeners\n"
-            "                         to come (HTTP, HL7) and the "
-            "configuration file\n");
+            "  --http-port N          HTTP port: DICOMweb, /healthz, /metrics "
+            "(default 8080)\n"
+            "  --hl7-port N, --config FILE: reserved for the HL7 listener and "
+            "the\n"
+            "                         configuration file to come\n");
 }
 
 static int parse_port(const char *s, uint16_t *out)
@@ -87,7 +91,7 @@ int cmd_serve(int argc, char **argv)
     };
     StoreConfig scfg = {.data_dir = "./agora-data"};
     SvcConfig cfg = {.aet = "AGORA", .bind_addr = "127.0.0.1", .port = 11112};
-    uint16_t ignored, tls_port = 2762;
+    uint16_t ignored, tls_port = 2762, http_port = 8080;
     NetTlsConfig tcfg = {0};
     int c;
     optind = 1;
@@ -102,6 +106,11 @@ int cmd_serve(int argc, char **argv)
             }
             break;
         case 'H':
+            if (parse_port(optarg, &http_port) != 0) {
+                usage(stderr);
+                return 2;
+            }
+            break;
         case 'L':
             if (parse_port(optarg, &ignored) != 0) {
                 usage(stderr);
@@ -193,6 +202,18 @@ int cmd_serve(int argc, char **argv)
             return 1;
         }
     }
+    WebServer *web = NULL;
+    if (http_port != 0) {
+        WebConfig wcfg = {.bind_addr = cfg.bind_addr, .port = http_port,
+                          .store = store};
+        if (web_server_start(&wcfg, &web, &err) != AG_OK) {
+            fprintf(stderr, "agora serve: %s\n", err.msg);
+            svc_server_stop(dimse_tls);
+            svc_server_stop(dimse);
+            store_close(store);
+            return 1;
+        }
+    }
     StoreStats st = {0};
     store_stats(store, &st, NULL);
     printf("agora %s serving %s (%llu studies, %llu instances)\n",
@@ -202,6 +223,10 @@ int cmd_serve(int argc, char **argv)
         printf("DICOM: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
                svc_server_port(dimse),
                cfg.accept_unknown_ae ? " (accepting any calling AE)" : "");
+        if (web != NULL) {
+            printf("HTTP:  http://%s:%u/ (DICOMweb at /dicom-web)\n",
+                   cfg.bind_addr, web_server_port(web));
+        }
         if (dimse_tls != NULL) {
             printf("DICOM TLS: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
                    svc_server_port(dimse_tls),
@@ -222,6 +247,7 @@ int cmd_serve(int argc, char **argv)
     int sig = 0;
     sigwait(&stop, &sig);
     printf("stopping (signal %d)\n", sig);
+    web_server_stop(web);
     svc_server_stop(dimse_tls);
     svc_server_stop(dimse);
     net_tls_free(tls_server);

@@ -368,6 +368,11 @@ static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
         return ag_error_set(err, AG_ERR_INVALID, "SOP Instance UID of the "
                             "data set differs from the command's");
     }
+    if (src != NULL && src->expect_study != NULL &&
+        strcmp(src->expect_study, j->attrs.study_uid) != 0) {
+        return ag_error_set(err, AG_ERR_INVALID, "Study Instance UID differs "
+                            "from the one in the request");
+    }
     if (src != NULL && src->expect_sop_class != NULL &&
         strcmp(src->expect_sop_class, j->attrs.sop_class_uid) != 0) {
         return ag_error_set(err, AG_ERR_INVALID, "SOP Class UID of the data "
@@ -762,6 +767,53 @@ int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
         return ag_error_set(err, AG_ERR_IO, "checksum mismatch");
     }
     return AG_OK;
+}
+
+typedef struct MetaCtx {
+    int (*fn)(void *ctx, const char *json, size_t len);
+    void *ctx;
+    size_t n;
+} MetaCtx;
+
+static int meta_row(void *ctx, int ncol, const char *const *vals)
+{
+    MetaCtx *m = ctx;
+    if (ncol < 1 || vals[0] == NULL) {
+        return 0;
+    }
+    m->n++;
+    return m->fn(m->ctx, vals[0], strlen(vals[0]));
+}
+
+int store_metadata(Store *s, const char *study, const char *series,
+                   const char *instance,
+                   int (*fn)(void *ctx, const char *json, size_t len),
+                   void *ctx, AgError *err)
+{
+    const char *params[3] = {study, series, instance};
+    int np = instance != NULL ? 3 : series != NULL ? 2 : 1;
+    const char *sql =
+        instance != NULL
+            ? "SELECT m.json FROM instance_meta m JOIN instances i"
+              " ON m.instance_pk = i.id JOIN series se ON i.series_pk = se.id"
+              " JOIN studies t ON se.study_pk = t.id WHERE t.study_uid = ?1"
+              " AND se.series_uid = ?2 AND i.sop_uid = ?3"
+        : series != NULL
+            ? "SELECT m.json FROM instance_meta m JOIN instances i"
+              " ON m.instance_pk = i.id JOIN series se ON i.series_pk = se.id"
+              " JOIN studies t ON se.study_pk = t.id WHERE t.study_uid = ?1"
+              " AND se.series_uid = ?2 ORDER BY i.instance_number, i.id"
+            : "SELECT m.json FROM instance_meta m JOIN instances i"
+              " ON m.instance_pk = i.id JOIN series se ON i.series_pk = se.id"
+              " JOIN studies t ON se.study_pk = t.id WHERE t.study_uid = ?1"
+              " ORDER BY se.series_number, se.id, i.instance_number, i.id";
+    MetaCtx m = {.fn = fn, .ctx = ctx};
+    int rc = s->index->ops->select(s->index, sql, params, np, meta_row, &m,
+                                   err);
+    if (rc == AG_OK && m.n == 0) {
+        return ag_error_set(err, AG_ERR_NOTFOUND, "no such object");
+    }
+    return rc;
 }
 
 /* ---- nodes ---------------------------------------------------------------- */

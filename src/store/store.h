@@ -69,6 +69,8 @@ typedef struct StoreSource {
      * store fails with AG_ERR_INVALID before anything is written. */
     const char *expect_sop_class;
     const char *expect_sop_instance;
+    /* STOW-RS to /studies/{uid}: the instance must belong to that study. */
+    const char *expect_study;
 } StoreSource;
 
 typedef struct StoreResult {
@@ -226,6 +228,18 @@ int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
  */
 int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
                           AgError *err);
+
+/**
+ * The stored DICOM JSON document of each instance of a study, a series or
+ * one instance (series and instance may be NULL), series by series in
+ * instance-number order: WADO-RS metadata is a read, not a parse of every
+ * file (DESIGN.md §6).  fn returning non-zero stops.  AG_ERR_NOTFOUND when
+ * nothing matches.
+ */
+int store_metadata(Store *s, const char *study, const char *series,
+                   const char *instance,
+                   int (*fn)(void *ctx, const char *json, size_t len),
+                   void *ctx, AgError *err);
 
 /** Counts for statistics. */
 typedef struct StoreStats {

@@ -32,6 +32,8 @@ class Server:
         self.port = free_port()
         os.makedirs(os.path.dirname(data), exist_ok=True)
         self.log = open(os.path.join(os.path.dirname(data), os.path.basename(data) + ".log"), "w")
+        if "--http-port" not in extra:
+            extra = (*extra, "--http-port", "0")   # several servers at once
         self.proc = subprocess.Popen(
             [AGORA, "serve", "--data", data, "--dicom-port", str(self.port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT)

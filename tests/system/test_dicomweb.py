@@ -1,0 +1,223 @@
+"""DICOMweb (PS3.18) with `requests` against the running binary: QIDO-RS,
+WADO-RS, STOW-RS, plus /healthz, /metrics and hostile requests."""
+import email.parser
+import io
+import json
+import os
+import re
+
+import pydicom
+import pytest
+import requests
+
+from test_dimse import Server, agora, free_port
+from test_find import make_corpus
+
+SAMPLES = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+STUDY = "1.2.826.0.1.3680043.10.1447.99.5.{}"
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    src = root / "src"
+    src.mkdir()
+    make_corpus(str(src))
+    data = str(root / "data")
+    agora("import", "--data", data, str(src))
+    port = free_port()
+    srv = Server(data, "--http-port", str(port))
+    srv.base = f"http://127.0.0.1:{port}"
+    srv.src = str(src)
+    yield srv
+    srv.stop()
+
+
+def qido(web, path, **params):
+    r = requests.get(web.base + "/dicom-web" + path, params=params, timeout=30)
+    return r
+
+
+def values(results, tag):
+    return [m.get(tag, {}).get("Value", [None])[0] for m in results]
+
+
+def parse_multipart(r):
+    ct = r.headers["Content-Type"]
+    boundary = re.search(r"boundary=\"?([^\";]+)", ct).group(1).encode()
+    parts = []
+    for chunk in r.content.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, body = chunk.partition(b"\r\n\r\n")
+        parts.append((head.decode(), body[:-2] if body.endswith(b"\r\n") else body))
+    return parts
+
+
+def test_health_and_metrics(web):
+    assert requests.get(web.base + "/healthz", timeout=10).json() == {"status": "ok"}
+    m = requests.get(web.base + "/metrics", timeout=10).text
+    assert re.search(r"^agora_instances 10$", m, re.M), m
+
+
+def test_qido_studies(web):
+    r = qido(web, "/studies")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/dicom+json")
+    res = r.json()
+    assert len(res) == 4
+    ds = pydicom.Dataset.from_json(res[0])
+    assert ds.StudyInstanceUID.startswith("1.2.826.0.1.3680043.10.1447.99.5.")
+
+
+def test_qido_filters(web):
+    assert len(qido(web, "/studies", PatientID="P1").json()) == 2
+    assert len(qido(web, "/studies", **{"00100020": "P1"}).json()) == 2
+    assert len(qido(web, "/studies", PatientName="Smith*").json()) == 3
+    assert len(qido(web, "/studies", PatientName="smith*", fuzzymatching="true").json()) == 3
+    assert len(qido(web, "/studies", StudyDate="20210101-20211231").json()) == 2
+    assert len(qido(web, "/studies", ModalitiesInStudy="CT").json()) == 2
+    both = f"{STUDY.format(1)}\\{STUDY.format(4)}"
+    assert len(qido(web, "/studies", StudyInstanceUID=both).json()) == 2
+    r = qido(web, "/studies", PatientName="Müller*")
+    assert values(r.json(), "00100010")[0] == {"Alphabetic": "Müller^Jürgen"}
+
+
+def test_qido_nested_and_levels(web):
+    st = STUDY.format(3)
+    assert len(qido(web, f"/studies/{st}/series").json()) == 2
+    assert len(qido(web, f"/studies/{st}/instances").json()) == 4
+    assert len(qido(web, f"/studies/{st}/series/{st}.1/instances").json()) == 2
+    assert len(qido(web, "/series", Modality="CT").json()) == 3
+    assert len(qido(web, "/instances", PatientID="P3").json()) == 1
+
+
+def test_qido_limit_offset_warning(web):
+    r = qido(web, "/studies", limit=2)
+    assert len(r.json()) == 2 and "Warning" in r.headers
+    r2 = qido(web, "/studies", limit=2, offset=2)
+    assert len(r2.json()) == 2 and "Warning" not in r2.headers
+    ids = values(r.json(), "0020000D") + values(r2.json(), "0020000D")
+    assert len(set(ids)) == 4
+    assert "Warning" not in qido(web, "/studies").headers
+
+
+def test_qido_bad_requests(web):
+    r = qido(web, "/studies", NoSuchKeyword="x")
+    assert r.status_code == 400 and "error" in r.json()
+    assert qido(web, "/studies", limit="many").status_code == 400
+    assert qido(web, "/studies", StudyDate="2021x").status_code == 400
+    for v in ["' OR 1=1 --", "%", "_", "\\"]:
+        r = qido(web, "/studies", PatientID=v)
+        assert r.status_code in (200, 400) and (r.status_code == 400 or r.json() == [])
+
+
+def stored_blob_bytes(web, uid):
+    for dp, _, fs in os.walk(os.path.join(web.data, "blobs")):
+        for f in fs:
+            p = os.path.join(dp, f)
+            if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == uid:
+                return open(p, "rb").read()
+    return None
+
+
+def test_wado_study_series_instance(web):
+    st = STUDY.format(1)
+    r = requests.get(f"{web.base}/dicom-web/studies/{st}", timeout=30,
+                     headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert r.status_code == 200
+    parts = parse_multipart(r)
+    assert len(parts) == 3
+    for head, body in parts:
+        assert "application/dicom" in head
+        d = pydicom.dcmread(io.BytesIO(body))
+        assert body == stored_blob_bytes(web, d.SOPInstanceUID)
+    r = requests.get(f"{web.base}/dicom-web/studies/{st}/series/{st}.1/instances/{st}.1.2",
+                     timeout=30)
+    assert len(parse_multipart(r)) == 1
+
+
+def test_wado_unknown_and_bad_uids(web):
+    assert requests.get(f"{web.base}/dicom-web/studies/1.2.3.4.5", timeout=10).status_code == 404
+    assert requests.get(f"{web.base}/dicom-web/studies/not-a-uid", timeout=10).status_code == 400
+    r = requests.get(f"{web.base}/dicom-web/studies/{STUDY.format(1)}", timeout=10,
+                     headers={"Accept": "image/png"})
+    assert r.status_code == 406
+
+
+def test_metadata(web):
+    st = STUDY.format(3)
+    r = requests.get(f"{web.base}/dicom-web/studies/{st}/series/{st}.2/metadata", timeout=30)
+    assert r.status_code == 200
+    docs = r.json()
+    assert len(docs) == 2
+    ds = pydicom.Dataset.from_json(docs[0], bulk_data_uri_handler=lambda *a: b"")
+    assert ds.SeriesInstanceUID == f"{st}.2"
+    assert "BulkDataURI" in docs[0]["7FE00010"]
+    assert docs[0]["7FE00010"]["BulkDataURI"].startswith(f"/dicom-web/studies/{st}/series/")
+    assert len(requests.get(f"{web.base}/dicom-web/studies/{st}/metadata", timeout=30).json()) == 4
+    assert requests.get(f"{web.base}/dicom-web/studies/1.2.3/metadata", timeout=10).status_code == 404
+
+
+def multipart_body(files, boundary="XbX9bX"):
+    out = b""
+    for f in files:
+        out += (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
+        out += open(f, "rb").read() + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), \
+        f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_stow_then_wado_identical(web, tmp_path):
+    files = [os.path.join(SAMPLES, n) for n in ("CT_small.dcm", "MR_small.dcm")]
+    body, ct = multipart_body(files)
+    r = requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                      headers={"Content-Type": ct, "Accept": "application/dicom+json"})
+    assert r.status_code == 200, r.text
+    res = pydicom.Dataset.from_json(r.json())
+    assert len(res.ReferencedSOPSequence) == 2
+    for f in files:
+        d = pydicom.dcmread(f)
+        w = requests.get(f"{web.base}/dicom-web/studies/{d.StudyInstanceUID}/series/"
+                         f"{d.SeriesInstanceUID}/instances/{d.SOPInstanceUID}", timeout=30)
+        (_, got), = parse_multipart(w)
+        assert got == open(f, "rb").read()
+
+
+def test_stow_partial_failure_and_study_mismatch(web):
+    bad = os.path.join(SAMPLES, "MR_truncated.dcm")
+    good = os.path.join(SAMPLES, "rtplan.dcm")
+    body, ct = multipart_body([good, bad])
+    r = requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                      headers={"Content-Type": ct})
+    assert r.status_code == 202, r.text
+    res = pydicom.Dataset.from_json(r.json())
+    assert len(res.FailedSOPSequence) == 1 and res.FailedSOPSequence[0].FailureReason == 0xC000
+    body, ct = multipart_body([os.path.join(SAMPLES, "rtstruct.dcm")])
+    r = requests.post(web.base + "/dicom-web/studies/1.2.3.4", data=body, timeout=60,
+                      headers={"Content-Type": ct})
+    assert r.status_code == 409, r.text
+
+
+def test_stow_malformed_bodies(web):
+    url = web.base + "/dicom-web/studies"
+    r = requests.post(url, data=b"hello", headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "error" in r.json()
+    r = requests.post(url, data=b"--b\r\nContent-Type: application/dicom\r\n\r\nabc",
+                      headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+                      timeout=10)
+    assert r.status_code in (400, 409)
+    r = requests.post(url, data=b"x", headers={"Content-Type":
+                      'multipart/related; type="image/jpeg"; boundary=b'}, timeout=10)
+    assert r.status_code == 415
+
+
+def test_hostile_paths(web):
+    for p in ["/dicom-web/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+              "/dicom-web/studies/..%2f..%2fetc", "/dicom-web/studies/1.2\\3"]:
+        r = requests.get(web.base + p, timeout=10)
+        assert r.status_code in (400, 404), p
+        assert "root:" not in r.text
+    r = requests.request("DELETE", web.base + "/dicom-web/studies", timeout=10)
+    assert r.status_code == 405
+    assert requests.options(web.base + "/dicom-web/studies", timeout=10).status_code == 204
