@@ -402,6 +402,207 @@ static enum MHD_Result metadata(WebRequest *r, const char *study,
     return ret;
 }
 
+/* ---- frames (PS3.18 §10.4.1.1.6) -------------------------------------------- */
+
+typedef struct FrameSpan {
+    uint64_t off;
+    uint64_t len;
+} FrameSpan;
+
+/* Media type of a frame in its stored syntax (PS3.18 Table 8.7.3-2). */
+static const char *frame_media(const char *ts)
+{
+    static const struct { const char *ts, *type; } T[] = {
+        {"1.2.840.10008.1.2.4.50", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.51", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.57", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.70", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.80", "image/jls"},
+        {"1.2.840.10008.1.2.4.81", "image/jls"},
+        {"1.2.840.10008.1.2.4.90", "image/jp2"},
+        {"1.2.840.10008.1.2.4.91", "image/jp2"},
+        {"1.2.840.10008.1.2.4.201", "image/jphc"},
+        {"1.2.840.10008.1.2.4.202", "image/jphc"},
+        {"1.2.840.10008.1.2.4.203", "image/jphc"},
+        {"1.2.840.10008.1.2.5", "image/x-dicom-rle"},
+    };
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
+        if (strcmp(ts, T[i].ts) == 0) {
+            return T[i].type;
+        }
+    }
+    return "application/octet-stream";
+}
+
+/*
+ * Where frame n (1-based) lies in the blob: native little-endian frames by
+ * arithmetic on the Pixel Data offset; encapsulated frames when each is one
+ * fragment (or the image has one frame in one fragment).  Other layouts
+ * (big endian, deflated, multi-fragment frames) answer 501 until the codec
+ * layer serves them.
+ */
+static int locate_frame(const StoreInstance *in, uint32_t n, FrameSpan *out,
+                        uint32_t *nframes, AgError *err)
+{
+    AgArena *a = ag_arena_create(256 << 20);
+    if (a == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    DicomReadOptions ro = {.bulk_threshold = 256};
+    DicomFile *f = NULL;
+    int rc = lseek(in->fd, 0, SEEK_SET) == 0
+        ? dicom_read_fd(in->fd, &ro, a, &f, err)
+        : ag_error_errno(err, AG_ERR_IO, "seek");
+    const DicomElement *px = rc == AG_OK
+        ? dicom_dataset_find(f->dataset, DICOM_TAG_PIXEL_DATA) : NULL;
+    int64_t rows = 0, cols = 0, spp = 1, bits = 0, frames = 1;
+    if (rc == AG_OK && px == NULL) {
+        rc = ag_error_set(err, AG_ERR_NOTFOUND, "no pixel data");
+    }
+    if (rc == AG_OK) {
+        dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0010), &rows);
+        dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0011), &cols);
+        dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0002), &spp);
+        dicom_get_int(f->dataset, DICOM_TAG_BITS_ALLOCATED, &bits);
+        dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0008), &frames);
+        if (frames < 1 || frames > 100000 || n < 1 || n > frames) {
+            rc = ag_error_set(err, AG_ERR_NOTFOUND, "no frame %u", n);
+        }
+    }
+    if (rc == AG_OK && !(px->flags & DICOM_EL_ENCAPSULATED)) {
+        uint64_t fs;
+        const DicomTransferSyntax *ts = f->ts;
+        if (ts == NULL || ts->big_endian || ts->deflated) {
+            rc = ag_error_set(err, AG_ERR_UNSUPPORTED, "frames of %s are not "
+                              "served yet", in->transfer_syntax);
+        } else if (rows <= 0 || cols <= 0 || spp <= 0 || bits <= 0 ||
+                   ag_mul_overflow((uint64_t)rows * (uint64_t)cols,
+                                   (uint64_t)spp * (uint64_t)bits, &fs)) {
+            rc = ag_error_set(err, AG_ERR_INVALID, "image attributes do not "
+                              "add up");
+        } else {
+            fs = (fs + 7) / 8;
+            if ((uint64_t)frames * fs > px->length) {
+                rc = ag_error_set(err, AG_ERR_INVALID, "pixel data shorter "
+                                  "than its frames");
+            } else {
+                out->off = px->offset + (uint64_t)(n - 1) * fs;
+                out->len = fs;
+            }
+        }
+    } else if (rc == AG_OK) {
+        uint32_t nf = px->nfrags > 0 ? px->nfrags - 1 : 0;
+        if (nf == (uint32_t)frames) {
+            out->off = px->frags[n].offset;
+            out->len = px->frags[n].length;
+        } else if (frames == 1 && nf >= 1 && nf == 1) {
+            out->off = px->frags[1].offset;
+            out->len = px->frags[1].length;
+        } else {
+            rc = ag_error_set(err, AG_ERR_UNSUPPORTED, "frames spread over "
+                              "several fragments are not served yet");
+        }
+    }
+    *nframes = (uint32_t)frames;
+    ag_arena_destroy(a);
+    return rc;
+}
+
+typedef struct FramesOut {
+    AgBuf b;
+} FramesOut;
+
+static enum MHD_Result frames(WebRequest *r, const char *study,
+                              const char *series, const char *inst,
+                              const char *list)
+{
+    /* The frame list: "1", "1,3,5" (PS3.18 §8.3.1.1.4). */
+    uint32_t want[64];
+    int nwant = 0;
+    const char *p = list;
+    while (*p != '\0') {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || v == 0 || v > 100000 || nwant == 64 ||
+            (*end != ',' && *end != '\0')) {
+            return web__json_error(r, 400, "bad request", "frame list must "
+                                   "be positive numbers separated by commas");
+        }
+        want[nwant++] = (uint32_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (nwant == 0) {
+        return web__json_error(r, 400, "bad request", "empty frame list");
+    }
+    /* The instance must be the one the path names (study and series too). */
+    UidList l = {0};
+    AgError err;
+    if (list_instances(r, study, series, inst, &l, &err) != AG_OK ||
+        l.n != 1) {
+        ag_free(l.uid);
+        return web__json_error(r, 404, "not found", "no such instance");
+    }
+    ag_free(l.uid);
+    StoreInstance in;
+    if (store_instance_open(web__store(r), inst, &in, &err) != AG_OK) {
+        return web__json_error(r, 404, "not found", err.msg);
+    }
+    FramesOut o;
+    ag_buf_init(&o.b, (size_t)2 << 30);
+    const char *media = frame_media(in.transfer_syntax);
+    enum MHD_Result ret = MHD_NO;
+    int rc = AG_OK;
+    for (int i = 0; i < nwant && rc == AG_OK; i++) {
+        FrameSpan sp = {0};
+        uint32_t nf;
+        rc = locate_frame(&in, want[i], &sp, &nf, &err);
+        if (rc == AG_OK && sp.len > (uint64_t)1 << 30) {
+            rc = ag_error_set(&err, AG_ERR_LIMIT, "frame too large");
+        }
+        if (rc == AG_OK) {
+            rc = ag_buf_printf(&o.b, "--" BOUNDARY "\r\nContent-Type: %s; "
+                               "transfer-syntax=%s\r\n\r\n", media,
+                               strcmp(media, "application/octet-stream") == 0
+                                   ? DICOM_TS_EXPLICIT_LE
+                                   : in.transfer_syntax);
+        }
+        if (rc == AG_OK) {
+            rc = ag_buf_reserve(&o.b, (size_t)sp.len + 2);
+        }
+        if (rc == AG_OK) {
+            ssize_t got = pread(in.fd, o.b.data + o.b.len, (size_t)sp.len,
+                                (off_t)sp.off);
+            if (got != (ssize_t)sp.len) {
+                rc = ag_error_set(&err, AG_ERR_IO, "short read of frame");
+            } else {
+                o.b.len += (size_t)sp.len;
+                rc = ag_buf_append(&o.b, "\r\n", 2);
+            }
+        }
+    }
+    close(in.fd);
+    if (rc == AG_OK) {
+        ag_buf_append_str(&o.b, "--" BOUNDARY "--\r\n");
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            o.b.len, o.b.data, MHD_RESPMEM_MUST_COPY);
+        if (resp != NULL) {
+            char ct[160];
+            ag_fmt(ct, sizeof ct, "multipart/related; type=\"%s\"; "
+                   "boundary=" BOUNDARY, media);
+            MHD_add_response_header(resp, "Content-Type", ct);
+        }
+        ret = web__send_response(r, 200, resp);
+    } else if (rc == AG_ERR_NOTFOUND) {
+        ret = web__json_error(r, 404, "not found", err.msg);
+    } else if (rc == AG_ERR_UNSUPPORTED) {
+        ret = web__json_error(r, 501, "not implemented", err.msg);
+    } else {
+        ret = web__json_error(r, 500, "frame retrieval failed", err.msg);
+    }
+    ag_buf_deinit(&o.b);
+    return ret;
+}
+
 /* Route GET /dicom-web/... (PS3.18 Table 10.4.1-1, 10.6.1-1). */
 enum MHD_Result web__dicomweb_get(WebRequest *r, char **seg, int n)
 {
@@ -469,6 +670,9 @@ enum MHD_Result web__dicomweb_get(WebRequest *r, char **seg, int n)
     }
     if (n == 7 && strcmp(seg[6], "metadata") == 0) {
         return metadata(r, study, series, inst);
+    }
+    if (n == 8 && strcmp(seg[6], "frames") == 0) {
+        return frames(r, study, series, inst, seg[7]);
     }
     return web__json_error(r, 404, "not found", "no such resource");
 }

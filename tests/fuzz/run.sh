@@ -10,7 +10,8 @@ WORK=$(mktemp -d /tmp/agora-fuzz.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
 PYD=/usr/lib/python3/dist-packages/pydicom/data/test_files
-mkdir -p "$WORK/seed_read" "$WORK/seed_json_read" "$WORK/seed_charset" "$WORK/seed_pdu"
+mkdir -p "$WORK/seed_read" "$WORK/seed_json_read" "$WORK/seed_charset" "$WORK/seed_pdu" "$WORK/seed_multipart"
+[ -d "$HERE/corpus/multipart" ] && cp "$HERE"/corpus/multipart/* "$WORK/seed_multipart/" 2>/dev/null
 [ -d "$HERE/corpus/pdu" ] && cp "$HERE"/corpus/pdu/* "$WORK/seed_pdu/" 2>/dev/null
 printf '\x08\x1b$B;3ED\x1b(B^\x1b$BB@O:' >"$WORK/seed_charset/jis"
 printf '\x02M\xc3\xbcller^J\xc3\xbcrgen' >"$WORK/seed_charset/utf8"

@@ -221,3 +221,35 @@ def test_hostile_paths(web):
     r = requests.request("DELETE", web.base + "/dicom-web/studies", timeout=10)
     assert r.status_code == 405
     assert requests.options(web.base + "/dicom-web/studies", timeout=10).status_code == 204
+
+
+def test_frames_native(web):
+    st = STUDY.format(1)
+    inst = f"{st}.1.1"
+    url = f"{web.base}/dicom-web/studies/{st}/series/{st}.1/instances/{inst}/frames/1"
+    r = requests.get(url, timeout=30, headers={
+        "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    assert r.status_code == 200, r.text
+    (head, body), = parse_multipart(r)
+    assert "application/octet-stream" in head
+    d = pydicom.dcmread(io.BytesIO(stored_blob_bytes(web, inst)))
+    assert body == d.PixelData
+    assert requests.get(url[:-1] + "2", timeout=10).status_code == 404
+    assert requests.get(url[:-1] + "x", timeout=10).status_code == 400
+    assert requests.get(url[:-1] + "0", timeout=10).status_code == 400
+
+
+def test_frames_of_encapsulated_instance(web):
+    f = os.path.join(SAMPLES, "JPEG2000.dcm")
+    body, ct = multipart_body([f])
+    assert requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                         headers={"Content-Type": ct}).status_code == 200
+    d = pydicom.dcmread(f)
+    url = (f"{web.base}/dicom-web/studies/{d.StudyInstanceUID}/series/"
+           f"{d.SeriesInstanceUID}/instances/{d.SOPInstanceUID}/frames/1")
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200, r.text
+    (head, got), = parse_multipart(r)
+    assert "image/jp2" in head
+    frag = next(pydicom.encaps.generate_pixel_data_frame(d.PixelData))
+    assert got.rstrip(b"\0") == frag.rstrip(b"\0")
