@@ -1,11 +1,13 @@
 /*
  * cmd_transcode.c — `agora transcode --ts UID IN OUT`.
  *
- * Re-encodes a file in another transfer syntax.  Until the pixel codecs land
- * this covers the native syntaxes (implicit/explicit little endian, explicit
- * big endian, deflated) and keeping an encapsulated syntax as it is.
+ * Re-encodes a file in another transfer syntax.  Between the native
+ * syntaxes (implicit/explicit little endian, explicit big endian, deflated)
+ * the writer re-encodes; when the source or the target has encapsulated
+ * pixel data, codec/ decodes and encodes the frames (codec_transcode).
  */
 #include "cli/cli.h"
+#include "codec/codec.h"
 #include "dicom/dicom.h"
 
 #include <fcntl.h>
@@ -93,17 +95,25 @@ int cmd_transcode(int argc, char **argv)
     if (rc == AG_OK) {
         const DicomTransferSyntax *to = dicom_ts_lookup(ts);
         bool same = strcmp(ts, f->ts_uid) == 0;
-        bool encaps = dicom_dataset_find(f->dataset, DICOM_TAG_PIXEL_DATA) &&
-            (dicom_dataset_find(f->dataset, DICOM_TAG_PIXEL_DATA)->flags &
-             DICOM_EL_ENCAPSULATED);
+        const DicomElement *px = dicom_dataset_find(f->dataset,
+                                                    DICOM_TAG_PIXEL_DATA);
+        bool encaps = px != NULL && (px->flags & DICOM_EL_ENCAPSULATED);
         if (to == NULL) {
             rc = ag_error_set(&err, AG_ERR_INVALID,
                               "unknown transfer syntax %s", ts);
         } else if (!same && (encaps || to->encapsulated)) {
-            rc = ag_error_set(&err, AG_ERR_UNSUPPORTED,
-                              "transcoding pixel data from %s to %s needs "
-                              "the codecs, which are not built yet",
-                              f->ts_uid, ts);
+            if (encaps && !codec_can_decode(f->ts_uid)) {
+                rc = ag_error_set(&err, AG_ERR_UNSUPPORTED,
+                                  "no decoder for %s", f->ts_uid);
+            } else if (to->encapsulated && !codec_can_encode(ts)) {
+                rc = ag_error_set(&err, AG_ERR_UNSUPPORTED,
+                                  "no encoder for %s (%s)", ts, to->name);
+            } else {
+                rc = codec_transcode(f, ts, &err);
+                if (rc != AG_OK) {
+                    ag_error_prefix(&err, "%s: ", in);
+                }
+            }
         }
     }
     if (rc == AG_OK) {
