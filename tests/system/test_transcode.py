@@ -361,6 +361,12 @@ def _psnr(a, b, peak):
                                   "JPEG-lossy", "SC_rgb_dcmtk_+eb+cy+s2"])
 def test_jpeg_decode_close_to_dcmdjpeg(name, tmp_path):
     src = SAMPLES / (name + ".dcm")
+    probe = subprocess.run([AGORA, "transcode", "--ts", EXPLICIT_LE, str(src),
+                            str(tmp_path / "probe.dcm")], capture_output=True)
+    if probe.returncode != 0 and b"12-bit" in probe.stderr:
+        # A known limit, stated by the program: Debian 12's libjpeg-turbo
+        # 2.1 decodes 8-bit JPEG only (12-bit needs libjpeg-turbo 3).
+        pytest.xfail("12-bit JPEG Extended needs libjpeg-turbo 3")
     ours = transcode(src, EXPLICIT_LE, tmp_path / "agora.dcm")
     theirs = tmp_path / "dcmtk.dcm"
     run("dcmdjpeg", src, theirs, check=True)
