@@ -236,11 +236,19 @@ int cmd_serve(int argc, char **argv)
             printf("\nThe archive is empty.  To send images:\n"
                    "  agora node add MYSCU 127.0.0.1 11113   # make your "
                    "sender known (or --accept-unknown-ae)\n"
-                   "  storescu -aet MYSCU -aec %s %s %u FILE.dcm\n"
-                   "  agora import --data %s FOLDER         # (with the "
-                   "server stopped)\n",
-                   cfg.aet, cfg.bind_addr, svc_server_port(dimse),
-                   scfg.data_dir);
+                   "  storescu -aet MYSCU -aec %s %s %u FILE.dcm\n",
+                   cfg.aet, cfg.bind_addr, svc_server_port(dimse));
+            if (web != NULL) {
+                printf("  curl -X POST -H 'Content-Type: multipart/related; "
+                       "type=\"application/dicom\"; boundary=B' "
+                       "--data-binary @BODY http://%s:%u/dicom-web/studies\n",
+                       cfg.bind_addr, web_server_port(web));
+            }
+            printf("  agora import --data %s FOLDER         # with the "
+                   "server stopped\n"
+                   "  agora demo --data %s 3                # synthetic "
+                   "studies, server stopped\n",
+                   scfg.data_dir, scfg.data_dir);
         }
     }
     fflush(stdout);

@@ -14,7 +14,7 @@ typedef struct Command {
 static const Command COMMANDS[] = {
     {"check", cmd_check,
      "verify the index against the blobs (--repair fixes)"},
-    {"demo", cmd_demo, "write synthetic images to look at"},
+    {"demo", cmd_demo, "store synthetic demo studies (or write one file)"},
     {"dump", cmd_dump, "print the elements of DICOM files (like dcmdump)"},
     {"import", cmd_import, "store files, folders and DICOMDIR media"},
     {"ls", cmd_ls, "list patients, studies, series or instances"},
