@@ -50,6 +50,8 @@ static int add_path(Import *im, const char *p)
     return im->paths[im->n++] == NULL ? -1 : 0;
 }
 
+static bool is_dicomdir(const char *p);
+
 /* Collect regular files below p (symlinks to directories not followed). */
 static int collect(Import *im, const char *p, int depth)
 {
@@ -57,6 +59,21 @@ static int collect(Import *im, const char *p, int depth)
     if (lstat(p, &st) != 0) {
         fprintf(stderr, "agora import: %s: %s\n", p, strerror(errno));
         return -1;
+    }
+    if (S_ISREG(st.st_mode) && depth == 0 && is_dicomdir(p)) {
+        /* A DICOMDIR named on the command line stands for its media: the
+         * folder it sits in is walked (never above it). */
+        char dir[AG_PATH_MAX];
+        ag_fmt(dir, sizeof dir, "%s", p);
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL) {
+            ag_fmt(dir, sizeof dir, ".");
+        } else if (slash == dir) {
+            dir[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        return collect(im, dir, 1);
     }
     if (S_ISREG(st.st_mode)) {
         return add_path(im, p);

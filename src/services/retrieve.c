@@ -9,6 +9,7 @@
  * operation until the codecs land.
  */
 #include "svc_int.h"
+#include "codec/codec.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -169,7 +170,9 @@ static bool is_native(const char *ts)
     return t != NULL && !t->encapsulated;
 }
 
-/* Re-encode a native instance's data set in another native syntax. */
+/* Re-encode an instance's data set in a native syntax the peer took:
+ * native to native through the writer, compressed through the codecs
+ * (PS3.4 B.4.1: a storage SCU may change the transfer syntax). */
 static int convert(const StoreInstance *in, const char *ts, AgBuf *out,
                    AgError *err)
 {
@@ -182,6 +185,9 @@ static int convert(const StoreInstance *in, const char *ts, AgBuf *out,
     int rc = a == NULL ? AG_ERR_NOMEM : AG_OK;
     if (rc == AG_OK && lseek(in->fd, 0, SEEK_SET) == 0) {
         rc = dicom_read_fd(in->fd, NULL, a, &f, err);
+    }
+    if (rc == AG_OK && f != NULL && !is_native(f->ts_uid)) {
+        rc = codec_transcode(f, ts, err);
     }
     if (rc == AG_OK && f != NULL) {
         rc = dicom_write_dataset(f->dataset, ts, NULL, dicom_sink_buf, out,
@@ -212,7 +218,9 @@ int svc__send_instance(NetAssoc *a, uint16_t msg_id, const char *sop_uid,
     uint8_t ctx = net_assoc_find_context(a, in.sop_class_uid,
                                          in.transfer_syntax);
     const char *send_ts = in.transfer_syntax;
-    if (ctx == 0 && is_native(in.transfer_syntax)) {
+    bool decodable = is_native(in.transfer_syntax) ||
+                     codec_can_decode(in.transfer_syntax);
+    if (ctx == 0 && decodable) {
         static const char *const natives[] = {DICOM_TS_EXPLICIT_LE,
                                               DICOM_TS_IMPLICIT_LE,
                                               DICOM_TS_EXPLICIT_BE,

@@ -140,3 +140,36 @@ def test_retrieve_without_unique_key_refused(world, tmp_path):
               "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={STUDY.format(1)}",
               "127.0.0.1", str(world["srv"].port))
     assert "DataSetDoesNotMatchSOPClass" in r.stderr or "Failed" in r.stderr, r.stderr
+
+
+def test_move_decompresses_for_an_uncompressed_only_peer(tmp_path):
+    """storescp accepts only uncompressed syntaxes by default: an RLE
+    instance is decoded for it (PS3.4 B.4.1), pixels bit-exact with dcmdrle."""
+    src = os.path.join("/usr/lib/python3/dist-packages/pydicom/data/test_files",
+                       "MR_small_RLE.dcm")
+    data = str(tmp_path / "d")
+    agora("import", "--data", data, src)
+    agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
+    port = free_port()
+    agora("node", "--data", data, "add", "PLAIN", "127.0.0.1", str(port))
+    out = tmp_path / "out"
+    out.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "PLAIN", "-od", str(out), str(port)],
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = Server(data)
+    try:
+        time.sleep(0.3)
+        d = pydicom.dcmread(src)
+        r = dcmtk("movescu", "-v", "-S", "-aet", "SCU", "-aec", "AGORA", "-aem", "PLAIN",
+                  "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={d.StudyInstanceUID}",
+                  "127.0.0.1", str(srv.port))
+        assert "Final Move Response (Success)" in r.stderr, r.stderr
+        (got,) = [pydicom.dcmread(os.path.join(out, f)) for f in os.listdir(out)]
+        assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        ref = tmp_path / "ref.dcm"
+        subprocess.run(["dcmdrle", src, str(ref)], check=True, capture_output=True)
+        assert got.PixelData == pydicom.dcmread(str(ref)).PixelData
+    finally:
+        srv.stop()
+        scp.terminate()
+        scp.wait(10)
