@@ -792,8 +792,18 @@ static int encode_all(DicomFile *f, const CodecSyntax *to,
                           strcmp(im->photometric, "RGB") == 0 &&
                           (strcmp(to->uid, "1.2.840.10008.1.2.4.50") == 0 ||
                            strcmp(to->uid, "1.2.840.10008.1.2.4.51") == 0);
-        rc = dicom_set_string(f->dataset, TAG_PHOTOMETRIC, DICOM_VR_CS,
-                              jpeg_color ? "YBR_FULL" : im->photometric, err);
+        /* JPEG 2000 colour goes through its component transform: YBR_RCT
+         * (reversible) or YBR_ICT (irreversible), PS3.5 8.2.4. */
+        bool rgb = im->samples_per_pixel == 3 &&
+                   strcmp(im->photometric, "RGB") == 0;
+        const char *pi = jpeg_color ? "YBR_FULL"
+            : rgb && strcmp(to->uid, "1.2.840.10008.1.2.4.90") == 0
+                ? "YBR_RCT"
+            : rgb && strcmp(to->uid, "1.2.840.10008.1.2.4.91") == 0
+                ? "YBR_ICT"
+                : im->photometric;
+        rc = dicom_set_string(f->dataset, TAG_PHOTOMETRIC, DICOM_VR_CS, pi,
+                              err);
     }
     if (rc == AG_OK && to->lossy) {
         char ratio[32];
