@@ -370,6 +370,21 @@ static bool store_ok(uint16_t st)
     return st == DIMSE_SUCCESS || (st & 0xF000) == 0xB000;
 }
 
+/* Count one finished sub-operation (PS3.4 C.4.2.1.4: completed, warning,
+ * failed; failures are listed in the final response). */
+static void tally(Counts *c, Targets *failed, const Target *t, uint16_t st)
+{
+    c->remaining--;
+    if (st == DIMSE_SUCCESS) {
+        c->completed++;
+    } else if (store_ok(st)) {
+        c->warning++;
+    } else {
+        c->failed++;
+        push_target(failed, t);
+    }
+}
+
 /* ---- C-GET ---------------------------------------------------------------------- */
 
 int svc__get(SvcAssoc *sa, const NetMessage *m, AgError *err)
@@ -400,15 +415,7 @@ int svc__get(SvcAssoc *sa, const NetMessage *m, AgError *err)
         if (rc != AG_OK) {
             break;
         }
-        c.remaining--;
-        if (st == DIMSE_SUCCESS) {
-            c.completed++;
-        } else if (store_ok(st)) {
-            c.warning++;
-        } else {
-            c.failed++;
-            push_target(&failed, &t.v[i]);
-        }
+        tally(&c, &failed, &t.v[i], st);
         if (c.remaining > 0 && !cancelled) {
             rc = send_rsp(sa->assoc, m, DIMSE_C_GET_RSP, DIMSE_PENDING, &c,
                           NULL, NULL, err);
@@ -560,15 +567,7 @@ int svc__move(SvcAssoc *sa, const NetMessage *m, AgError *err)
                 qerr = serr;
             }
         }
-        c.remaining--;
-        if (st == DIMSE_SUCCESS) {
-            c.completed++;
-        } else if (store_ok(st)) {
-            c.warning++;
-        } else {
-            c.failed++;
-            push_target(&failed, &t.v[i]);
-        }
+        tally(&c, &failed, &t.v[i], st);
         cancelled = net_cancel_requested(sa->assoc, m->cmd.message_id);
         if (c.remaining > 0 && !cancelled) {
             rc = send_rsp(sa->assoc, m, DIMSE_C_MOVE_RSP, DIMSE_PENDING, &c,
