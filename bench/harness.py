@@ -733,7 +733,7 @@ def m_qido(sess, server, params, timeout):
     if r.status_code == 204:
         return secs, 0
     if r.status_code != 200:
-        raise BenchError("QIDO-RS %s: HTTP %d" % (server.name, r.status_code))
+        raise BenchError("HTTP %d" % r.status_code)
     return secs, len(r.json())
 
 
@@ -744,8 +744,7 @@ def m_wado_series(sess, server, study, series, timeout):
                                'type="application/dicom"'},
                  stream=True, timeout=timeout)
     if r.status_code != 200:
-        raise BenchError("WADO-RS %s: HTTP %d" % (server.name,
-                                                  r.status_code))
+        raise BenchError("HTTP %d" % r.status_code)
     ttfb = None
     n = 0
     for chunk in r.iter_content(1 << 20):
@@ -765,8 +764,7 @@ def m_metadata(sess, server, study, series, timeout):
                  timeout=timeout)
     secs = time.perf_counter() - t0
     if r.status_code != 200:
-        raise BenchError("metadata %s: HTTP %d" % (server.name,
-                                                   r.status_code))
+        raise BenchError("HTTP %d" % r.status_code)
     return secs, len(r.json())
 
 
@@ -777,8 +775,7 @@ def m_rendered(sess, server, study, series, sop, accept, timeout):
     r = sess.get(url, headers={"Accept": accept}, timeout=timeout)
     secs = time.perf_counter() - t0
     if r.status_code != 200 or not r.content:
-        raise BenchError("rendered %s: HTTP %d" % (server.name,
-                                                   r.status_code))
+        raise BenchError("HTTP %d" % r.status_code)
     return secs
 
 
@@ -874,7 +871,7 @@ def build_rows(ctx):
     rows = []
     for cname in ("small", "large"):
         c = ctx["corpora"][cname]
-        desc = "%s × %dx%d" % ("{:,}".format(c["n"]), c["manifest"]["rows"],
+        desc = "%s × %d×%d" % ("{:,}".format(c["n"]), c["manifest"]["rows"],
                                c["manifest"]["cols"])
         for nassoc in (1, 4):
             rows.append(("cstore.%s.%d" % (cname, nassoc),
@@ -904,7 +901,7 @@ def build_rows(ctx):
         rows.append(("qido.%s" % k, "QIDO-RS %s" % label,
                      "ms p50 / p95 ↓", ("lat",)))
     cl = ctx["corpora"]["large"]
-    ldesc = "%d × %dx%d, %.0f MB" % (cl["n"], cl["manifest"]["rows"],
+    ldesc = "%d × %d×%d, %.0f MB" % (cl["n"], cl["manifest"]["rows"],
                                     cl["manifest"]["cols"],
                                     cl["bytes"] / 1e6)
     rows += [
@@ -1333,6 +1330,25 @@ class Factory:
             return False
 
 
+class LoadSampler:
+    """1-minute load average every 10 s: the machine may be shared."""
+
+    def __init__(self):
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self._stop.wait(10):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self):
+        self._stop.set()
+        self.samples.append(os.getloadavg()[0])
+        return "mean %.1f, max %.1f" % (statistics.mean(self.samples),
+                                       max(self.samples))
+
+
 class Scratch:
     """The servers' data folder (bench/out/servers).  As root, a fresh ext4
     filesystem in a sparse loop file (bench/out/servers.img): every run
@@ -1467,8 +1483,7 @@ def main():
                 "s" if reps > 1 else "",
                 "yes" if os.environ.get("AGORA_BENCH_NETNS") == "1" else
                 "no"))
-    ctx = {"corpora": {}, "versions": {},
-           "load_start": "%.1f" % os.getloadavg()[0]}
+    ctx = {"corpora": {}, "versions": {}, "load": LoadSampler()}
     for name in ("small", "large", "index"):
         # the index corpus goes by folder (storescu +sd): no file list
         ctx["corpora"][name] = corpus(name, args.quick, name != "index")
@@ -1476,6 +1491,7 @@ def main():
                                   n_queries)
 
     agora_ok, agora_why = Agora.available()
+    ctx["versions"].update(tool_versions())    # commit of the tree measured
     factories = [Factory(Orthanc, servers_root),
                  Factory(Storescp, servers_root)]
     if agora_ok:
@@ -1515,8 +1531,7 @@ def main():
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             res.errors.append("parse benchmark: %s" % e)
 
-    versions = tool_versions()
-    versions.update(ctx["versions"])
+    versions = ctx["versions"]
 
     md = report(res, ctx, args, reps, versions, parse_md, agora_ok,
                 agora_why)
@@ -1552,24 +1567,24 @@ def report(res, ctx, args, reps, versions, parse_md, agora_ok, agora_why):
             datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), reps,
             "s" if reps > 1 else ""),
         "",
-        "**Machine:** %s cores, %s, %s RAM, Linux %s, Debian %s; load "
-        "average %s at the start, %s at the end (other work on the machine "
-        "makes figures noisy)." % (
+        "**Machine:** %s cores, %s, %s RAM, Linux %s, Debian %s; 1-minute "
+        "load average during the run: %s (anything above ~0.5 is other work "
+        "on the machine and makes the figures noisy). Run time %.1f min." % (
             mi.get("nproc"), mi.get("cpu", "?"), mi.get("ram", "?"),
             mi.get("kernel", "?"), mi.get("debian", "?"),
-            ctx.get("load_start", "?"), "%.1f" % os.getloadavg()[0]),
+            ctx["load"].summary(), (time.time() - T_START) / 60),
         "",
         "**Versions:** " + ", ".join("%s %s" % (k, v) for k, v in
                                      sorted(versions.items())) + ".",
         "",
         "**Corpora** (bench/gen_corpus.py, seed 1, Explicit VR Little "
-        "Endian): small = %d instances in %d studies (%.0f MB); large = one "
-        "CT series of %d instances (%.0f MB); index = %d studies, %d "
-        "instances (%.0f MB)." % (
+        "Endian): small = {:,} instances in {:,} studies (%.0f MB); large = "
+        "one CT series of {:,} instances (%.0f MB); index = {:,} studies, "
+        "{:,} instances (%.0f MB).".format(
             cs["small"]["n"], cs["small"]["manifest"]["studies_total"],
-            cs["small"]["bytes"] / 1e6, cs["large"]["n"],
-            cs["large"]["bytes"] / 1e6,
-            cs["index"]["manifest"]["studies_total"], cs["index"]["n"],
+            cs["large"]["n"], cs["index"]["manifest"]["studies_total"],
+            cs["index"]["n"]) % (
+            cs["small"]["bytes"] / 1e6, cs["large"]["bytes"] / 1e6,
             cs["index"]["bytes"] / 1e6),
         "",
         "**Network:** every server on 127.0.0.1%s; `TCP_NODELAY=1` exported "

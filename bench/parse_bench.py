@@ -202,7 +202,7 @@ def run_parse(quick=False, reps=None, timeout=900):
 def parse_table(res, m):
     n, nbytes = res["files"], res["bytes"]
     lines = [
-        "### Data layer: parsing %d files (%dx%d 16-bit CT, %.0f MB), "
+        "### Data layer: parsing %d files (%d×%d 16-bit CT, %.0f MB), "
         "warm page cache, median of %d run%s" % (
             n, m["rows"], m["cols"], nbytes / 1e6, res["reps"],
             "s" if res["reps"] > 1 else ""),
