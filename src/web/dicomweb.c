@@ -435,14 +435,14 @@ static const char *frame_media(const char *ts)
 }
 
 /*
- * Where frame n (1-based) lies in the blob: native little-endian frames by
+ * Where frames want[] (1-based) lie in the blob: native little-endian frames by
  * arithmetic on the Pixel Data offset; encapsulated frames when each is one
  * fragment (or the image has one frame in one fragment).  Other layouts
  * (big endian, deflated, multi-fragment frames) answer 501 until the codec
  * layer serves them.
  */
-static int locate_frame(const StoreInstance *in, uint32_t n, FrameSpan *out,
-                        uint32_t *nframes, AgError *err)
+static int locate_frames(const StoreInstance *in, const uint32_t *want,
+                         int nwant, FrameSpan *spans, AgError *err)
 {
     AgArena *a = ag_arena_create(256 << 20);
     if (a == NULL) {
@@ -465,8 +465,12 @@ static int locate_frame(const StoreInstance *in, uint32_t n, FrameSpan *out,
         dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0002), &spp);
         dicom_get_int(f->dataset, DICOM_TAG_BITS_ALLOCATED, &bits);
         dicom_get_int(f->dataset, DICOM_TAG(0x0028, 0x0008), &frames);
-        if (frames < 1 || frames > 100000 || n < 1 || n > frames) {
-            rc = ag_error_set(err, AG_ERR_NOTFOUND, "no frame %u", n);
+        for (int k = 0; k < nwant && rc == AG_OK; k++) {
+            if (frames < 1 || frames > 100000 || want[k] < 1 ||
+                want[k] > frames) {
+                rc = ag_error_set(err, AG_ERR_NOTFOUND, "no frame %u",
+                                  want[k]);
+            }
         }
     }
     if (rc == AG_OK && !(px->flags & DICOM_EL_ENCAPSULATED)) {
@@ -486,24 +490,24 @@ static int locate_frame(const StoreInstance *in, uint32_t n, FrameSpan *out,
                 rc = ag_error_set(err, AG_ERR_INVALID, "pixel data shorter "
                                   "than its frames");
             } else {
-                out->off = px->offset + (uint64_t)(n - 1) * fs;
-                out->len = fs;
+                for (int k = 0; k < nwant; k++) {
+                    spans[k].off = px->offset + (uint64_t)(want[k] - 1) * fs;
+                    spans[k].len = fs;
+                }
             }
         }
     } else if (rc == AG_OK) {
         uint32_t nf = px->nfrags > 0 ? px->nfrags - 1 : 0;
         if (nf == (uint32_t)frames) {
-            out->off = px->frags[n].offset;
-            out->len = px->frags[n].length;
-        } else if (frames == 1 && nf >= 1 && nf == 1) {
-            out->off = px->frags[1].offset;
-            out->len = px->frags[1].length;
+            for (int k = 0; k < nwant; k++) {
+                spans[k].off = px->frags[want[k]].offset;
+                spans[k].len = px->frags[want[k]].length;
+            }
         } else {
             rc = ag_error_set(err, AG_ERR_UNSUPPORTED, "frames spread over "
                               "several fragments are not served yet");
         }
     }
-    *nframes = (uint32_t)frames;
     ag_arena_destroy(a);
     return rc;
 }
@@ -552,11 +556,12 @@ static enum MHD_Result frames(WebRequest *r, const char *study,
     const char *media = frame_media(in.transfer_syntax);
     enum MHD_Result ret = MHD_NO;
     int rc = AG_OK;
+    /* One parse of the header locates every frame asked for. */
+    FrameSpan spans[64] = {{0}};
+    rc = locate_frames(&in, want, nwant, spans, &err);
     for (int i = 0; i < nwant && rc == AG_OK; i++) {
-        FrameSpan sp = {0};
-        uint32_t nf;
-        rc = locate_frame(&in, want[i], &sp, &nf, &err);
-        if (rc == AG_OK && sp.len > (uint64_t)1 << 30) {
+        FrameSpan sp = spans[i];
+        if (sp.len > (uint64_t)1 << 30) {
             rc = ag_error_set(&err, AG_ERR_LIMIT, "frame too large");
         }
         if (rc == AG_OK) {

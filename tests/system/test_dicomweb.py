@@ -253,3 +253,19 @@ def test_frames_of_encapsulated_instance(web):
     assert "image/jp2" in head
     frag = next(pydicom.encaps.generate_pixel_data_frame(d.PixelData))
     assert got.rstrip(b"\0") == frag.rstrip(b"\0")
+
+
+def test_frames_list_of_a_multiframe_instance(web):
+    f = os.path.join(SAMPLES, "rtdose.dcm")
+    body, ct = multipart_body([f])
+    assert requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                         headers={"Content-Type": ct}).status_code == 200
+    d = pydicom.dcmread(f)
+    url = (f"{web.base}/dicom-web/studies/{d.StudyInstanceUID}/series/"
+           f"{d.SeriesInstanceUID}/instances/{d.SOPInstanceUID}/frames/2,5,15")
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200, r.text
+    parts = parse_multipart(r)
+    fs = d.Rows * d.Columns * d.BitsAllocated // 8
+    assert [b for _, b in parts] == [d.PixelData[(n - 1) * fs:n * fs] for n in (2, 5, 15)]
+    assert requests.get(url.replace("2,5,15", "2,16"), timeout=10).status_code == 404
