@@ -20,6 +20,12 @@ typedef struct WebRequest {
 
 Store *web__store(WebRequest *r);
 
+/* Access control (issue 7): whether the request's user may see the study.
+ * A handler that serves anything of a study it did not reach through
+ * store_query() calls this first and answers exactly as for a study that
+ * does not exist (404) when it returns false, so UIDs cannot be probed. */
+bool web__study_visible(WebRequest *r, const char *study_uid);
+
 /* Responses (each queues and returns the MHD result). */
 enum MHD_Result web__json_error(WebRequest *r, unsigned status,
                                 const char *error, const char *detail);
