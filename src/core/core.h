@@ -38,6 +38,7 @@ typedef enum AgErr {
     AG_ERR_UNSUPPORTED = -8, /* valid but not implemented */
     AG_ERR_EXISTS = -9,      /* object already exists */
     AG_ERR_EOF = -10,        /* clean end of input */
+    AG_ERR_DENIED = -11,     /* not permitted to this principal */
 } AgErr;
 
 typedef struct AgError {

@@ -19,6 +19,7 @@ const char *ag_err_name(int code)
     case AG_ERR_UNSUPPORTED: return "unsupported";
     case AG_ERR_EXISTS: return "already exists";
     case AG_ERR_EOF: return "end of input";
+    case AG_ERR_DENIED: return "not permitted";
     default: return "unknown error";
     }
 }

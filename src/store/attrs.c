@@ -145,6 +145,7 @@ int store__attrs_extract(const DicomFile *f, AgArena *a, StoreAttrs *o,
     o->station = text(ds, DICOM_TAG(0x0008, 0x1010), a);
     o->institution = text(ds, DICOM_TAG(0x0008, 0x0080), a);
     o->department = text(ds, DICOM_TAG(0x0008, 0x1040), a);
+    o->requesting_service = text(ds, DICOM_TAG(0x0032, 0x1033), a);
     o->manufacturer = text(ds, DICOM_TAG(0x0008, 0x0070), a);
 
     o->content_date = first(ds, DICOM_TAG(0x0008, 0x0023), a);

@@ -80,6 +80,66 @@ static const char *const MIGRATIONS[] = {
     "  aet TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,"
     "  tls INTEGER NOT NULL DEFAULT 0, description TEXT,"
     "  created_at INTEGER NOT NULL);",
+    /* 3: departments, users, credentials, shares, break-the-glass and the
+     * study-to-department assignment the access filter joins on
+     * (DESIGN.md §5).  Rule and AE values are kept upper-cased. */
+    "CREATE TABLE departments ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  description TEXT, created_at INTEGER NOT NULL);"
+    "CREATE TABLE dept_rules ("
+    "  id INTEGER PRIMARY KEY,"
+    "  dept_pk INTEGER NOT NULL REFERENCES departments(id) ON DELETE CASCADE,"
+    "  field TEXT NOT NULL, value TEXT NOT NULL,"
+    "  UNIQUE (dept_pk, field, value));"
+    "CREATE INDEX dept_rules_match ON dept_rules(field, value);"
+    "CREATE TABLE study_depts ("
+    "  dept_pk INTEGER NOT NULL REFERENCES departments(id) ON DELETE CASCADE,"
+    "  study_pk INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,"
+    "  how TEXT NOT NULL, PRIMARY KEY (dept_pk, study_pk)) WITHOUT ROWID;"
+    "CREATE INDEX study_depts_study ON study_depts(study_pk);"
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pwhash TEXT,"
+    "  role TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE TABLE user_depts ("
+    "  user_pk INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  dept_pk INTEGER NOT NULL REFERENCES departments(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (user_pk, dept_pk)) WITHOUT ROWID;"
+    "CREATE TABLE credentials ("
+    "  id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,"
+    "  user_pk INTEGER REFERENCES users(id) ON DELETE CASCADE,"
+    "  study_pk INTEGER REFERENCES studies(id) ON DELETE CASCADE,"
+    "  name TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX credentials_user ON credentials(user_pk, kind);"
+    "CREATE TABLE shares ("
+    "  id INTEGER PRIMARY KEY,"
+    "  study_pk INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,"
+    "  dept_pk INTEGER REFERENCES departments(id) ON DELETE CASCADE,"
+    "  user_pk INTEGER REFERENCES users(id) ON DELETE CASCADE,"
+    "  list_pk INTEGER REFERENCES lists(id) ON DELETE CASCADE,"
+    "  link_pk INTEGER REFERENCES credentials(id) ON DELETE CASCADE,"
+    "  created_by TEXT, created_at INTEGER NOT NULL, expires_at INTEGER);"
+    "CREATE INDEX shares_dept ON shares(dept_pk);"
+    "CREATE INDEX shares_user ON shares(user_pk);"
+    "CREATE INDEX shares_list ON shares(list_pk);"
+    "CREATE INDEX shares_study ON shares(study_pk);"
+    "CREATE TABLE lists ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_by TEXT,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE TABLE list_members ("
+    "  list_pk INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,"
+    "  user_pk INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (user_pk, list_pk)) WITHOUT ROWID;"
+    "CREATE TABLE break_glass ("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_pk INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  study_pk INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,"
+    "  reason TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL, reviewed_by TEXT);"
+    "CREATE INDEX break_glass_user ON break_glass(user_pk, expires_at);"
+    "ALTER TABLE nodes ADD COLUMN dept_pk INTEGER"
+    "  REFERENCES departments(id) ON DELETE SET NULL;",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
@@ -104,6 +164,7 @@ enum {
     Q_COUNT_STUDY,
     Q_INC_SERIES,
     Q_INC_STUDY,
+    Q_ASSIGN_DEPTS,
     Q_NSTMT
 };
 
@@ -176,6 +237,22 @@ static const char *const SQL[Q_NSTMT] = {
         "UPDATE studies SET num_instances = num_instances + 1,"
         " size_bytes = size_bytes + ?2, num_series = num_series + ?3,"
         " updated_at = ?4 WHERE id = ?1",
+    /* Department assignment at ingest (DESIGN.md §5): by rule on the
+     * calling AE, Institution Department Name, Institution Name,
+     * Requesting Service or modality; by the sending node's department;
+     * by the uploading user's departments. */
+    [Q_ASSIGN_DEPTS] =
+        "INSERT OR IGNORE INTO study_depts (dept_pk, study_pk, how)"
+        " SELECT dept_pk, ?1, 'rule' FROM dept_rules"
+        "  WHERE (field = 'ae' AND value = upper(?2))"
+        "     OR (field = 'department' AND value = upper(?3))"
+        "     OR (field = 'institution' AND value = upper(?4))"
+        "     OR (field = 'service' AND value = upper(?5))"
+        "     OR (field = 'modality' AND value = upper(?6))"
+        " UNION SELECT dept_pk, ?1, 'node' FROM nodes"
+        "  WHERE aet = ?2 AND dept_pk IS NOT NULL"
+        " UNION SELECT dept_pk, ?1, 'upload' FROM user_depts"
+        "  WHERE user_pk = ?7",
 };
 
 #define READERS 8
@@ -680,6 +757,22 @@ static int sq_put_instance(StoreIndex *ix, const StoreIndexInsert *in,
     return rc;
 }
 
+static int assign_depts(SqliteIndex *x, const StoreIndexInsert *in,
+                        int64_t study, AgError *err)
+{
+    const StoreAttrs *a = in->attrs;
+    const StoreSource *src = in->source;
+    sqlite3_stmt *st = stmt(x, Q_ASSIGN_DEPTS);
+    sqlite3_bind_int64(st, 1, study);
+    bind_text(st, 2, src ? src->calling_ae : NULL);
+    bind_text(st, 3, a->department);
+    bind_text(st, 4, a->institution);
+    bind_text(st, 5, a->requesting_service);
+    bind_text(st, 6, a->modality);
+    sqlite3_bind_int64(st, 7, src ? src->user : 0);
+    return step_done(x, st, err, "department assignment");
+}
+
 static int put_rows(SqliteIndex *x, const StoreIndexInsert *in, bool replace,
                     bool *conflict, AgError *err)
 {
@@ -696,6 +789,9 @@ static int put_rows(SqliteIndex *x, const StoreIndexInsert *in, bool replace,
     }
     if (rc == AG_OK) {
         rc = put_series(x, a, study, &series, &new_series, err);
+    }
+    if (rc == AG_OK) {
+        rc = assign_depts(x, in, study, err);
     }
     if (rc != AG_OK) {
         return rc;
@@ -1124,6 +1220,7 @@ static int node_exec(SqliteIndex *x, const char *sql, const StoreNode *n,
         sqlite3_bind_int(st, 4, n->tls);
         bind_text(st, 5, n->description);
         sqlite3_bind_int64(st, 6, now_s());
+        bind_text(st, 7, n->department);
     } else {
         bind_text(st, 1, aet);
     }
@@ -1137,10 +1234,12 @@ static int sq_node_put(StoreIndex *ix, const StoreNode *n, AgError *err)
 {
     return node_exec((SqliteIndex *)ix,
                      "INSERT INTO nodes (aet, host, port, tls, description,"
-                     " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                     " created_at, dept_pk) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+                     " (SELECT id FROM departments WHERE name = ?7))"
                      " ON CONFLICT (aet) DO UPDATE SET host = excluded.host,"
                      " port = excluded.port, tls = excluded.tls,"
-                     " description = excluded.description", n, NULL, err);
+                     " description = excluded.description,"
+                     " dept_pk = excluded.dept_pk", n, NULL, err);
 }
 
 static int sq_node_remove(StoreIndex *ix, const char *aet, AgError *err)
@@ -1163,6 +1262,10 @@ static void row_node(sqlite3_stmt *st, StoreNode *n)
     const unsigned char *d = sqlite3_column_text(st, 4);
     ag_fmt(n->description, sizeof n->description, "%s", d ? (const char *)d
                                                            : "");
+    const unsigned char *dn = sqlite3_column_text(st, 5);
+    ag_fmt(n->department, sizeof n->department, "%s",
+           dn ? (const char *)dn : "");
+    n->department_id = sqlite3_column_int64(st, 6);
 }
 
 static int node_query(SqliteIndex *x, const char *aet,
@@ -1173,8 +1276,12 @@ static int node_query(SqliteIndex *x, const char *aet,
     sqlite3_stmt *st;
     int rc = AG_OK;
     const char *sql = aet != NULL
-        ? "SELECT aet, host, port, tls, description FROM nodes WHERE aet = ?1"
-        : "SELECT aet, host, port, tls, description FROM nodes ORDER BY aet";
+        ? "SELECT n.aet, n.host, n.port, n.tls, n.description, d.name, d.id"
+          " FROM nodes n LEFT JOIN departments d ON n.dept_pk = d.id"
+          " WHERE n.aet = ?1"
+        : "SELECT n.aet, n.host, n.port, n.tls, n.description, d.name, d.id"
+          " FROM nodes n LEFT JOIN departments d ON n.dept_pk = d.id"
+          " ORDER BY n.aet";
     if (sqlite3_prepare_v2(rd, sql, -1, &st, NULL) != SQLITE_OK) {
         rc = db_error(rd, err, "nodes");
     } else {
@@ -1252,8 +1359,43 @@ static int sq_select(StoreIndex *ix, const char *sql,
     return rc;
 }
 
+static int sq_exec(StoreIndex *ix, const char *sql,
+                   const char *const *params, int nparams, int64_t *changes,
+                   int64_t *last_id, AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(x->w, sql, -1, &st, NULL) != SQLITE_OK) {
+        return db_error(x->w, err, "statement");
+    }
+    for (int i = 0; i < nparams; i++) {
+        bind_text(st, i + 1, params[i]);
+    }
+    int s = sqlite3_step(st);
+    while (s == SQLITE_ROW) {
+        s = sqlite3_step(st);   /* RETURNING rows are not wanted here */
+    }
+    int rc = AG_OK;
+    if (s != SQLITE_DONE) {
+        rc = sqlite3_extended_errcode(x->w) == SQLITE_CONSTRAINT_UNIQUE ||
+                     sqlite3_extended_errcode(x->w) ==
+                         SQLITE_CONSTRAINT_PRIMARYKEY
+                 ? ag_error_set(err, AG_ERR_EXISTS, "already exists")
+                 : db_error(x->w, err, "statement");
+    }
+    if (changes != NULL) {
+        *changes = sqlite3_changes(x->w);
+    }
+    if (last_id != NULL) {
+        *last_id = sqlite3_last_insert_rowid(x->w);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static const StoreIndexOps SQLITE_OPS = {
     .select = sq_select,
+    .exec = sq_exec,
     .node_put = sq_node_put,
     .node_remove = sq_node_remove,
     .node_get = sq_node_get,

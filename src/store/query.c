@@ -11,6 +11,15 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+static int found_row(void *ctx, int ncol, const char *const *vals)
+{
+    (void)ncol;
+    (void)vals;
+    *(bool *)ctx = true;
+    return 1;
+}
 
 #define HARD_CAP 10000
 #define MAX_PARAMS 64
@@ -155,6 +164,179 @@ static void param(Builder *b, const char *v)
     char ph[16];
     ag_fmt(ph, sizeof ph, "?%d", b->nparams);
     add(b, ph);
+}
+
+/* A parameter referred to several times: added once, then ref() emits
+ * its placeholder where needed. */
+static int param_id(Builder *b, const char *v)
+{
+    if (b->rc != AG_OK) {
+        return 0;
+    }
+    if (b->nparams == MAX_PARAMS) {
+        b->rc = ag_error_set(b->err, AG_ERR_LIMIT, "query has too many "
+                             "values");
+        return 0;
+    }
+    b->params[b->nparams++] = v;
+    return b->nparams;
+}
+
+static void ref(Builder *b, int id)
+{
+    char ph[16];
+    ag_fmt(ph, sizeof ph, "?%d", id);
+    add(b, ph);
+}
+
+/* ---- the access filter (DESIGN.md §5) ----------------------------------- */
+
+const StoreScope STORE_SCOPE_ALL = {.all = true};
+
+typedef struct ScopeRefs {
+    int depts[STORE_SCOPE_MAX_DEPTS];
+    int user, now, study;
+} ScopeRefs;
+
+static void scope_params(Builder *b, const StoreScope *sc, ScopeRefs *r)
+{
+    if (sc->only_study != NULL) {
+        r->study = param_id(b, sc->only_study);
+        return;
+    }
+    uint32_t n = sc->ndepts < STORE_SCOPE_MAX_DEPTS ? sc->ndepts
+                                                     : STORE_SCOPE_MAX_DEPTS;
+    for (uint32_t i = 0; i < n; i++) {
+        r->depts[i] = param_id(b, ag_arena_printf(b->a, "%" PRId64,
+                                                  sc->depts[i]));
+    }
+    if (sc->user != 0) {
+        r->user = param_id(b, ag_arena_printf(b->a, "%" PRId64, sc->user));
+    }
+    r->now = param_id(b, ag_arena_printf(b->a, "%" PRId64,
+                                         (int64_t)time(NULL)));
+}
+
+static void dept_list(Builder *b, const StoreScope *sc, const ScopeRefs *r)
+{
+    add(b, "(");
+    for (uint32_t i = 0; i < sc->ndepts && i < STORE_SCOPE_MAX_DEPTS; i++) {
+        if (i > 0) {
+            add(b, ", ");
+        }
+        ref(b, r->depts[i]);
+    }
+    add(b, ")");
+}
+
+/* The ids of the studies in scope, as a SELECT (no only_study here). */
+static void visible_studies(Builder *b, const StoreScope *sc,
+                            const ScopeRefs *r)
+{
+    bool depts = sc->ndepts > 0, user = sc->user != 0;
+    if (!depts && !user) {
+        add(b, "SELECT NULL WHERE 0");
+        return;
+    }
+    if (depts) {
+        add(b, "SELECT study_pk FROM study_depts WHERE dept_pk IN ");
+        dept_list(b, sc, r);
+        add(b, " UNION ");
+    }
+    add(b, "SELECT study_pk FROM shares WHERE (expires_at IS NULL OR"
+           " expires_at > ");
+    ref(b, r->now);
+    add(b, ") AND (0");
+    if (depts) {
+        add(b, " OR dept_pk IN ");
+        dept_list(b, sc, r);
+    }
+    if (user) {
+        add(b, " OR user_pk = ");
+        ref(b, r->user);
+        add(b, " OR list_pk IN (SELECT list_pk FROM list_members"
+               " WHERE user_pk = ");
+        ref(b, r->user);
+        add(b, ")");
+    }
+    add(b, ")");
+    if (user) {
+        add(b, " UNION SELECT study_pk FROM break_glass WHERE user_pk = ");
+        ref(b, r->user);
+        add(b, " AND expires_at > ");
+        ref(b, r->now);
+    }
+}
+
+/* " AND <study id column> IN (studies in scope)". */
+static void scope_filter(Builder *b, const StoreScope *sc, const ScopeRefs *r,
+                         StoreLevel level)
+{
+    if (sc == NULL || sc->all) {
+        return;
+    }
+    if (sc->only_study != NULL) {
+        add(b, level == STORE_LEVEL_PATIENT
+                   ? " AND p.id IN (SELECT patient_pk FROM studies"
+                     " WHERE study_uid = "
+                   : " AND (t.study_uid = ");
+        ref(b, r->study);
+        add(b, ")");
+        return;
+    }
+    add(b, level == STORE_LEVEL_PATIENT
+               ? " AND p.id IN (SELECT patient_pk FROM studies WHERE id IN ("
+               : " AND t.id IN (");
+    visible_studies(b, sc, r);
+    add(b, level == STORE_LEVEL_PATIENT ? "))" : ")");
+}
+
+/* Number of Patient Related Studies counts only the studies in scope. */
+static void scoped_study_count(Builder *b, const StoreScope *sc,
+                               const ScopeRefs *r)
+{
+    add(b, "(SELECT count(*) FROM studies x WHERE x.patient_pk = p.id AND ");
+    if (sc->only_study != NULL) {
+        add(b, "x.study_uid = ");
+        ref(b, r->study);
+    } else {
+        add(b, "x.id IN (");
+        visible_studies(b, sc, r);
+        add(b, ")");
+    }
+    add(b, ")");
+}
+
+bool store_study_visible(Store *s, const StoreScope *scope,
+                         const char *study_uid)
+{
+    if (study_uid == NULL) {
+        return false;
+    }
+    AgArena *a = ag_arena_create(64 << 10);
+    if (a == NULL) {
+        return false;
+    }
+    AgError err;
+    Builder b = {.a = a, .err = &err};
+    ag_buf_init(&b.sql, 64 << 10);
+    ScopeRefs r = {0};
+    int uid = param_id(&b, study_uid);
+    if (scope != NULL && !scope->all) {
+        scope_params(&b, scope, &r);
+    }
+    add(&b, "SELECT 1 FROM studies t WHERE t.study_uid = ");
+    ref(&b, uid);
+    scope_filter(&b, scope, &r, STORE_LEVEL_STUDY);
+    bool found = false;
+    if (b.rc == AG_OK && ag_buf_append(&b.sql, "", 1) == AG_OK) {
+        StoreIndex *ix = store__index(s);
+        ix->ops->select(ix, (const char *)b.sql.data, b.params, b.nparams,
+                        found_row, &found, &err);
+    }
+    ag_buf_deinit(&b.sql);
+    ag_arena_destroy(a);
+    return found;
 }
 
 static bool has_wildcard(const char *v)
@@ -447,18 +629,29 @@ int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
     if (q->hierarchical) {
         b.rc = check_hierarchy(q, a, err);
     }
+    const StoreScope *sc = q->scope != NULL && !q->scope->all ? q->scope
+                                                               : NULL;
+    ScopeRefs refs = {0};
+    if (sc != NULL) {
+        scope_params(&b, sc, &refs);
+    }
     add(&b, "SELECT ");
     for (size_t i = 0; i < NATTRS; i++) {
         if (available(&ATTRS[i], q->level)) {
             if (run.ncols > 0) {
                 add(&b, ", ");
             }
-            add(&b, ATTRS[i].expr);
+            if (sc != NULL && ATTRS[i].tag == 0x00201200) {
+                scoped_study_count(&b, sc, &refs);
+            } else {
+                add(&b, ATTRS[i].expr);
+            }
             run.cols[run.ncols++] = &ATTRS[i];
         }
     }
     add(&b, FROM[q->level]);
     add(&b, " WHERE 1 = 1");
+    scope_filter(&b, sc, &refs, q->level);
     size_t n = dicom_dataset_count(q->keys);
     for (size_t i = 0; i < n && b.rc == AG_OK; i++) {
         const DicomElement *el = dicom_dataset_at(q->keys, i);

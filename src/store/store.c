@@ -850,6 +850,26 @@ static bool valid_host(const char *h)
     return true;
 }
 
+int store_sql_select(Store *s, const char *sql, const char *const *params,
+                     int nparams,
+                     int (*fn)(void *ctx, int ncol, const char *const *vals),
+                     void *ctx, AgError *err)
+{
+    return s->index->ops->select(s->index, sql, params, nparams, fn, ctx,
+                                 err);
+}
+
+int store_sql_exec(Store *s, const char *sql, const char *const *params,
+                   int nparams, int64_t *changes, int64_t *last_id,
+                   AgError *err)
+{
+    pthread_mutex_lock(&s->write_lock);
+    int rc = s->index->ops->exec(s->index, sql, params, nparams, changes,
+                                 last_id, err);
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
 int store_node_put(Store *s, const StoreNode *n, AgError *err)
 {
     if (!valid_aet(n->aet)) {

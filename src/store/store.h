@@ -71,6 +71,9 @@ typedef struct StoreSource {
     const char *expect_sop_instance;
     /* STOW-RS to /studies/{uid}: the instance must belong to that study. */
     const char *expect_study;
+    /* The uploading user (users.id, 0 for none): a new study is assigned
+     * to the user's departments. */
+    int64_t user;
 } StoreSource;
 
 typedef struct StoreResult {
@@ -167,6 +170,52 @@ typedef int (*StoreRowFn)(void *ctx, const StoreRow *row);
 int store_list(Store *s, StoreLevel level, const char *const *filters,
                uint32_t limit, StoreRowFn fn, void *ctx, AgError *err);
 
+/* ---- the access filter (DESIGN.md §5) ------------------------------------ */
+
+#define STORE_SCOPE_MAX_DEPTS 32
+
+/*
+ * Who is asking, as the index sees it.  A study is in scope when it is
+ * assigned to one of depts, shared with one of depts, with user or with a
+ * list user belongs to (unexpired), or user broke the glass on it
+ * (unexpired).  only_study narrows everything to one study (an external
+ * share link).  The filter is part of the SQL of every query, so counts,
+ * limits and paging only ever see studies in scope.
+ */
+typedef struct StoreScope {
+    bool all;                      /* archive-wide: no filter */
+    int64_t user;                  /* users.id, 0 for none */
+    int64_t depts[STORE_SCOPE_MAX_DEPTS];
+    uint32_t ndepts;
+    const char *only_study;        /* Study Instance UID, or NULL */
+} StoreScope;
+
+/*
+ * Tables of the modules that keep their data in the index (src/access/):
+ * one statement with text parameters (NULL binds NULL), in the portable
+ * SQL subset SQLite and PostgreSQL share.  select runs on a reader and
+ * calls fn for each row (values NULL for SQL NULL; non-zero stops); exec
+ * runs on the writer, serialised with ingest.  A UNIQUE violation is
+ * AG_ERR_EXISTS.
+ */
+int store_sql_select(Store *s, const char *sql, const char *const *params,
+                     int nparams,
+                     int (*fn)(void *ctx, int ncol, const char *const *vals),
+                     void *ctx, AgError *err);
+int store_sql_exec(Store *s, const char *sql, const char *const *params,
+                   int nparams, int64_t *changes, int64_t *last_id,
+                   AgError *err);
+
+/** The scope that sees everything (internal callers, administrators). */
+extern const StoreScope STORE_SCOPE_ALL;
+
+/**
+ * Whether study_uid exists and is in scope (false for both "no such study"
+ * and "not yours": callers answer the two alike).
+ */
+bool store_study_visible(Store *s, const StoreScope *scope,
+                         const char *study_uid);
+
 /* ---- queries (C-FIND and QIDO-RS share this: PS3.4 C.2.2.2) --------------- */
 
 typedef struct StoreQuery {
@@ -184,6 +233,9 @@ typedef struct StoreQuery {
     /* Return every indexed attribute of the level, not just the keys
      * asked for (QIDO-RS includefield=all and its default set). */
     bool all_fields;
+    /* The access filter; NULL is STORE_SCOPE_ALL (internal callers only:
+     * every protocol edge passes the requester's scope). */
+    const StoreScope *scope;
 } StoreQuery;
 
 /*
@@ -255,6 +307,11 @@ typedef struct StoreNode {
     uint16_t port;
     bool tls;
     char description[129];
+    /* The department the node belongs to ("" for none: an archive-wide,
+     * trusted node).  Its studies are assigned to it at ingest, and its
+     * queries and retrievals see that department's scope. */
+    char department[65];
+    int64_t department_id;     /* filled in by get/list; 0 for none */
 } StoreNode;
 
 /** Add or update a node.  AE title, host and port are validated. */

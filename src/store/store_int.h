@@ -72,7 +72,7 @@ typedef struct StoreAttrs {
     /* series */
     const char *series_uid, *modality, *series_description, *body_part,
         *series_date, *series_time, *station, *institution, *department,
-        *manufacturer;
+        *manufacturer, *requesting_service;
     int64_t series_number;     /* INT64_MIN when absent */
     /* instance */
     const char *sop_uid, *sop_class_uid, *transfer_syntax, *content_date,
@@ -142,6 +142,11 @@ typedef struct StoreIndexOps {
                   const char *const *params, int nparams,
                   int (*fn)(void *ctx, int ncol, const char *const *vals),
                   void *ctx, AgError *err);
+    /* Run one writing statement with text parameters (NULL binds NULL);
+     * *changes and *last_id may be NULL. */
+    int (*exec)(StoreIndex *ix, const char *sql, const char *const *params,
+                int nparams, int64_t *changes, int64_t *last_id,
+                AgError *err);
     int (*node_put)(StoreIndex *ix, const StoreNode *n, AgError *err);
     int (*node_remove)(StoreIndex *ix, const char *aet, AgError *err);
     int (*node_get)(StoreIndex *ix, const char *aet, StoreNode *out,
