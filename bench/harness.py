@@ -460,6 +460,14 @@ class Agora(Server):
             return False, "not built yet"
         return True, None
 
+    def _help(self):
+        try:
+            return subprocess.run([self.exe, "serve", "--help"],
+                                  capture_output=True, text=True,
+                                  timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
     @property
     def caps(self):
         return Agora.probed if Agora.probed is not None else \
@@ -476,6 +484,9 @@ class Agora(Server):
                "--listen", HOST, "--accept-unknown-ae",
                "--dicom-port", str(self.dicom_port),
                "--http-port", str(self.http_port), "--hl7-port", "0"]
+        # Orthanc runs without authentication here too: like for like.
+        if "--http-anonymous" in self._help():
+            cmd.append("--http-anonymous")
         if os.environ.get("AGORA_BENCH_CONFIG"):
             cmd += ["--config", os.environ["AGORA_BENCH_CONFIG"]]
         self.proc = Procs.start(cmd, "agora-%s.log" % self.tag)
@@ -740,8 +751,9 @@ def m_qido(sess, server, params, timeout):
 def m_wado_series(sess, server, study, series, timeout):
     url = "%s/studies/%s/series/%s" % (server.dicomweb_root, study, series)
     t0 = time.perf_counter()
+    # as stored, like OHIF asks (no transcoding on either side)
     r = sess.get(url, headers={"Accept": 'multipart/related; '
-                               'type="application/dicom"'},
+                               'type="application/dicom"; transfer-syntax=*'},
                  stream=True, timeout=timeout)
     if r.status_code != 200:
         raise BenchError("HTTP %d" % r.status_code)

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages Agora needs to build, test and run.
-# Idempotent: does nothing when every package is already installed.
+# Idempotent: does nothing when every package (and the viewer) is installed.
 # Usage: tools/install-deps.sh [--test]   (--test adds the test peers)
 set -euo pipefail
 
 BUILD=(gcc clang meson ninja-build pkg-config
        libsqlite3-dev libpq-dev libmicrohttpd-dev libgnutls28-dev
        libsodium-dev libjansson-dev libturbojpeg0-dev libcharls-dev
-       libopenjp2-7-dev libspng-dev zlib1g-dev)
+       libopenjp2-7-dev libspng-dev zlib1g-dev libseccomp-dev)
 TEST=(libcmocka-dev libclang-rt-14-dev llvm dcmtk libgdcm-tools
       python3-pytest python3-pydicom python3-requests python3-numpy
-      python3-hl7 valgrind openssl)
+      python3-hl7 valgrind openssl chromium)
 
 want=("${BUILD[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -23,14 +23,21 @@ for p in "${want[@]}"; do
         missing+=("$p")
     fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "installing: ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
+
+# The OHIF viewer served at /viewer/ (from npm, pinned; nodejs and npm from
+# apt when missing) and, with --test, playwright-core for the browser test.
+viewer_args=()
+if [ "${1:-}" = "--test" ]; then
+    viewer_args=(--test)
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+"$(dirname "$0")/install-viewer.sh" "${viewer_args[@]}"

@@ -197,6 +197,38 @@ static bool valid_name(const char *s)
     return true;
 }
 
+static int name_row(void *ctx, int ncol, const char *const *v)
+{
+    (void)ncol;
+    if (v[0] != NULL) {
+        json_array_append_new(ctx, json_string(v[0]));
+    }
+    return 0;
+}
+
+json_t *access_principal_json(Access *a, const AccessPrincipal *p)
+{
+    static const char *const KIND[] = {"user", "node", "anonymous", "link"};
+    json_t *depts = json_array();
+    if (p->user_id != 0) {
+        char us[24];
+        fmt_id(us, p->user_id);
+        const char *q[] = {us};
+        AgError err;
+        store_sql_select(a->cfg.store, "SELECT d.name FROM user_depts m JOIN"
+                         " departments d ON m.dept_pk = d.id WHERE"
+                         " m.user_pk = ?1 ORDER BY d.name", q, 1, name_row,
+                         depts, &err);
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o}", "name", p->name,
+                          "kind", KIND[p->kind], "role", p->role, "verbs",
+                          access_verbs_json(p->verbs), "departments", depts);
+    if (p->kind == ACCESS_KIND_LINK) {
+        json_object_set_new(o, "study", json_string(p->study_uid));
+    }
+    return o;
+}
+
 /* ---- open / close --------------------------------------------------------------- */
 
 int access_open(const AccessConfig *cfg, Access **out, AgError *err)
@@ -900,7 +932,9 @@ json_t *access_tokens_json(Access *a, const AccessPrincipal *p, AgError *err)
 int access_share(Access *a, const AccessPrincipal *by, const AccessShare *sh,
                  char link_out[64], int64_t *id, AgError *err)
 {
-    if (!store_study_visible(a->cfg.store, &by->scope, sh->study_uid)) {
+    StoreScope sc = by->scope;
+    sc.no_glass = true;   /* break-the-glass grants view, not share */
+    if (!store_study_visible(a->cfg.store, &sc, sh->study_uid)) {
         return ag_error_set(err, AG_ERR_NOTFOUND, "no such study");
     }
     int targets = (sh->department != NULL) + (sh->user != NULL) +

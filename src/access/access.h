@@ -88,6 +88,8 @@ uint32_t access_verb_from_name(const char *name);
  *  anonymous access when configured, the CLI). */
 void access_principal_all(AccessPrincipal *p, AccessKind kind,
                           const char *name);
+/** {"name","kind","role","verbs":[...],"departments":[...]} */
+json_t *access_principal_json(Access *a, const AccessPrincipal *p);
 /** Copy a principal, fixing the scope's pointer into the copy. */
 void access_copy(AccessPrincipal *dst, const AccessPrincipal *src);
 

@@ -18,20 +18,28 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: agora node [--data DIR] add AET HOST PORT [DESCRIPTION]\n"
+            "usage: agora node [--data DIR] [--department D] add AET HOST PORT "
+            "[DESCRIPTION]\n"
             "       agora node [--data DIR] list\n"
             "       agora node [--data DIR] remove AET\n"
             "       agora node [--data DIR] echo AET [--aet OURS]\n\n"
             "Remote DICOM nodes: the calling AE titles Agora accepts and the "
             "destinations\nit sends to.  `echo` sends a C-ECHO to the node "
-            "(Verification, PS3.4 A).\n");
+            "(Verification, PS3.4 A).\n"
+            "A node with --department sees (C-FIND, C-MOVE, C-GET) only that "
+            "department's\nstudies, and what it stores is assigned to it; a "
+            "node without one is trusted\nwith the whole archive.\n");
 }
 
 static int print_node(void *ctx, const StoreNode *n)
 {
     (void)ctx;
-    printf("%-16s %s:%u%s  %s\n", n->aet, n->host, n->port,
-           n->tls ? " tls" : "", n->description);
+    printf("%-16s %s:%u%s  %s%s%s\n", n->aet, n->host, n->port,
+           n->tls ? " tls" : "", n->department[0] ? "[" : "", n->department,
+           n->department[0] ? "] " : "");
+    if (n->description[0] != '\0') {
+        printf("%-16s %s\n", "", n->description);
+    }
     return 0;
 }
 
@@ -99,22 +107,45 @@ static int echo(const StoreNode *n, const char *ours, AgError *err)
     return rc;
 }
 
+static int found(void *ctx, int ncol, const char *const *vals)
+{
+    (void)ncol;
+    (void)vals;
+    *(bool *)ctx = true;
+    return 1;
+}
+
+static int department_exists(Store *s, const char *name, AgError *err)
+{
+    bool yes = false;
+    const char *p[] = {name};
+    int rc = store_sql_select(s, "SELECT 1 FROM departments WHERE name = ?1",
+                              p, 1, found, &yes, err);
+    if (rc == AG_OK && !yes) {
+        rc = ag_error_set(err, AG_ERR_NOTFOUND, "no department %.64s (agora "
+                          "dept add %.64s)", name, name);
+    }
+    return rc;
+}
+
 int cmd_node(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"data", required_argument, NULL, 'd'},
         {"aet", required_argument, NULL, 'a'},
+        {"department", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     StoreConfig cfg = {.data_dir = "./agora-data"};
-    const char *ours = "AGORA";
+    const char *ours = "AGORA", *dept = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
         switch (c) {
         case 'd': cfg.data_dir = optarg; break;
         case 'a': ours = optarg; break;
+        case 'D': dept = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -156,7 +187,13 @@ int cmd_node(int argc, char **argv)
             if (nargs == 4) {
                 ag_fmt(n.description, sizeof n.description, "%s", args[3]);
             }
-            rc = store_node_put(s, &n, &err);
+            if (dept != NULL) {
+                ag_fmt(n.department, sizeof n.department, "%s", dept);
+                rc = department_exists(s, dept, &err);
+            }
+            if (rc == AG_OK) {
+                rc = store_node_put(s, &n, &err);
+            }
         }
     } else if (strcmp(verb, "list") == 0) {
         rc = store_node_list(s, print_node, NULL, &err);

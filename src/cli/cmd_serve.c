@@ -3,7 +3,10 @@
  * Today: the DICOM listener (C-ECHO, C-STORE).  HTTP and HL7 arrive with
  * their issues; their port flags are accepted so scripts keep working.
  */
+#include "access/access.h"
+#include "audit/audit.h"
 #include "cli/cli.h"
+#include "codec/codec.h"
 #include "services/services.h"
 #include "web/web.h"
 
@@ -49,10 +52,171 @@ static void usage(FILE *out)
             "silent (300)\n"
             "  --http-port N          HTTP port: DICOMweb, /healthz, /metrics "
             "(default 8080)\n"
+            "  --viewer-dir DIR       OHIF viewer build served at /viewer/ "
+            "(default: the one\n"
+            "                         tools/install-viewer.sh installed)\n"
+            "  --ui-dir DIR           login UI served at / (default: web/ui "
+            "of the source)\n"
+            "  --http-anonymous       serve HTTP without logging in, with "
+            "every right\n"
+            "                         (closed networks and tests only)\n"
+            "  --http-basic           accept HTTP Basic credentials "
+            "(DICOMweb clients)\n"
+            "  --decoders N           helper processes that decode compressed "
+            "pixel data\n"
+            "                         (sandboxed: seccomp, rlimits; default 2)\n"
+            "  --decode-in-process    decode in the server process instead "
+            "(not for\n"
+            "                         untrusted data)\n"
+            "  --http-cert F, --http-key F  HTTPS certificate and key (PEM); "
+            "default: the\n"
+            "                         DICOM TLS ones when given\n"
+            "  --audit-syslog HOST[:PORT]  also send the audit trail to this "
+            "syslog\n"
+            "                         collector (TLS, RFC 5425; port 6514)\n"
+            "  --audit-syslog-ca F    CAs (PEM) that verify the collector "
+            "(required)\n"
+            "  --audit-syslog-cert F, --audit-syslog-key F   our client "
+            "certificate\n"
+            "  --cors-origin ORIGIN   let web pages from ORIGIN (https://host"
+            "[:port], or *)\n"
+            "                         call DICOMweb; repeatable (default: "
+            "same origin only)\n"
             "  --hl7-port N, --config FILE: reserved for the HL7 listener and "
             "the\n"
             "                         configuration file to come\n");
 }
+
+/* Access control options (issue 7). */
+enum { OPT_HTTP_ANONYMOUS = 0x300, OPT_HTTP_BASIC, OPT_HTTP_CERT,
+       OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS };
+
+/* Long options without a short form (values past any character). */
+enum { OPT_VIEWER_DIR = 0x200, OPT_UI_DIR };
+
+/*
+ * First start: an administrator "admin" with the password from
+ * AGORA_ADMIN_PASSWORD, or a random one printed once (SECURITY.md: no
+ * default password).
+ */
+static int bootstrap_admin(Access *access, AgError *err)
+{
+    char pw[33];
+    bool created = false;
+    const char *env = getenv("AGORA_ADMIN_PASSWORD");
+    if (access_bootstrap(access, env != NULL && env[0] != '\0' ? env : NULL,
+                         pw, &created, err) != AG_OK) {
+        return err->code;
+    }
+    if (created && pw[0] != '\0') {
+        printf("Created the administrator \"admin\" with the password\n\n"
+               "    %s\n\nIt is shown only this once: log in at the web "
+               "address below and change it.\n\n", pw);
+    } else if (created) {
+        printf("Created the administrator \"admin\" (password from "
+               "AGORA_ADMIN_PASSWORD).\n");
+    }
+    return AG_OK;
+}
+
+/* ---- audit trail options (src/audit) ------------------------------------ */
+enum { OPT_AUDIT_SYSLOG = 0x400, OPT_AUDIT_SYSLOG_CA, OPT_AUDIT_SYSLOG_CERT,
+       OPT_AUDIT_SYSLOG_KEY };
+
+/* "host", "host:port", "[v6addr]:port"; host points into buf. */
+static int parse_collector(const char *s, char *buf, size_t cap,
+                           AuditConfig *acfg)
+{
+    if (ag_fmt(buf, cap, "%s", s) != AG_OK || buf[0] == '\0') {
+        return -1;
+    }
+    char *host = buf, *port = NULL;
+    if (buf[0] == '[') {
+        char *close = strchr(buf, ']');
+        if (close == NULL || (close[1] != '\0' && close[1] != ':')) {
+            return -1;
+        }
+        *close = '\0';
+        host = buf + 1;
+        port = close[1] == ':' ? close + 2 : NULL;
+    } else if (strchr(buf, ':') == strrchr(buf, ':') &&
+               (port = strchr(buf, ':')) != NULL) {
+        *port++ = '\0';
+    }
+    acfg->syslog_host = host;
+    acfg->syslog_port = 6514;
+    char *end;
+    long v = port != NULL ? strtol(port, &end, 10) : 6514;
+    if (host[0] == '\0' || (port != NULL && (*end != '\0' || v < 1 ||
+                                            v > 65535))) {
+        return -1;
+    }
+    acfg->syslog_port = (uint16_t)v;
+    return 0;
+}
+/* ---- end of audit trail options ------------------------------------------ */
+
+/* ---- CORS for /dicom-web (--cors-origin, repeatable) -------------------- */
+enum { OPT_CORS_ORIGIN = 0x500 };
+#define MAX_CORS_ORIGINS 16
+
+/* An origin as browsers send it (RFC 6454 §6.1): "*", or scheme "://"
+ * host [":" port] with no path, space or separator; -1 if not. */
+static int add_cors_origin(const char *o, const char **list, size_t *n)
+{
+    size_t len = strlen(o);
+    const char *host = strncmp(o, "https://", 8) == 0 ? o + 8
+                       : strncmp(o, "http://", 7) == 0 ? o + 7 : NULL;
+    bool ok = strcmp(o, "*") == 0 ||
+              (host != NULL && host[0] != '\0' && len < 256 &&
+               strcspn(host, "/?#@, \t\r\n\"\\") == strlen(host));
+    if (!ok || *n == MAX_CORS_ORIGINS) {
+        return -1;
+    }
+    list[(*n)++] = o;
+    return 0;
+}
+/* ---- end CORS ----------------------------------------------------------- */
+
+/* ---- sending to nodes and DIMSE counters for the web side (jobs.c,
+ * /metrics): web/ does not call services/ (DESIGN.md §3), cli/ wires. */
+typedef struct ServeLink {
+    SvcSendConfig send;
+    SvcServer *dimse[2];          /* plain and TLS listeners, or NULL */
+} ServeLink;
+
+static int serve_send(void *ctx, const char *aet, const char *const *sops,
+                      size_t n, SvcSendProgress progress, void *pctx,
+                      AgError *err)
+{
+    ServeLink *l = ctx;
+    StoreNode node;
+    if (store_node_get(l->send.store, aet, &node, err) != AG_OK) {
+        return err->code;
+    }
+    return svc_send(&l->send, &node, sops, n, progress, pctx, err);
+}
+
+static void serve_dimse_stats(void *ctx, WebDimseStats *out)
+{
+    ServeLink *l = ctx;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 2; i++) {
+        SvcStats st;
+        if (l->dimse[i] == NULL) {
+            continue;
+        }
+        svc_server_stats(l->dimse[i], &st);
+        out->accepted += st.associations_accepted;
+        out->rejected += st.associations_rejected;
+        out->aborted += st.aborted;
+        out->echo += st.echo;
+        out->stored += st.stored;
+        out->store_failed += st.store_failed;
+        out->active += st.active;
+    }
+}
+/* ---- end sending and DIMSE counters -------------------------------------- */
 
 static int parse_port(const char *s, uint16_t *out)
 {
@@ -86,13 +250,38 @@ int cmd_serve(int argc, char **argv)
         {"tls-ca", required_argument, NULL, 'R'},
         {"tls-verify-client", no_argument, NULL, 'V'},
         {"idle-timeout", required_argument, NULL, 'I'},
+        /* static files (src/web/static.c) */
+        {"viewer-dir", required_argument, NULL, OPT_VIEWER_DIR},
+        {"ui-dir", required_argument, NULL, OPT_UI_DIR},
+        {"http-anonymous", no_argument, NULL, OPT_HTTP_ANONYMOUS},
+        {"http-basic", no_argument, NULL, OPT_HTTP_BASIC},
+        {"http-cert", required_argument, NULL, OPT_HTTP_CERT},
+        {"http-key", required_argument, NULL, OPT_HTTP_KEY},
+        {"decoders", required_argument, NULL, OPT_DECODERS},
+        {"decode-in-process", no_argument, NULL, OPT_DECODE_IN_PROCESS},
+        /* audit trail export (src/audit) */
+        {"audit-syslog", required_argument, NULL, OPT_AUDIT_SYSLOG},
+        {"audit-syslog-ca", required_argument, NULL, OPT_AUDIT_SYSLOG_CA},
+        {"audit-syslog-cert", required_argument, NULL, OPT_AUDIT_SYSLOG_CERT},
+        {"audit-syslog-key", required_argument, NULL, OPT_AUDIT_SYSLOG_KEY},
+        {"cors-origin", required_argument, NULL, OPT_CORS_ORIGIN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *cors[MAX_CORS_ORIGINS];   /* --cors-origin */
+    size_t ncors = 0;
+    AuditConfig audit_cfg = {0};     /* audit trail (src/audit) */
+    char audit_host[256];
+    bool http_anonymous = false, http_basic = false;
+    const char *http_cert = NULL, *http_key = NULL;
+    CodecSandboxConfig sbx;
+    codec_sandbox_config_init(&sbx);
+    bool isolate = true;
     StoreConfig scfg = {.data_dir = "./agora-data"};
     SvcConfig cfg = {.aet = "AGORA", .bind_addr = "127.0.0.1", .port = 11112};
     uint16_t ignored, tls_port = 2762, http_port = 8080;
     NetTlsConfig tcfg = {0};
+    const char *viewer_dir = NULL, *ui_dir = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -146,6 +335,34 @@ int cmd_serve(int argc, char **argv)
         case 'I':
             cfg.limits.idle_ms = (uint32_t)(strtod(optarg, NULL) * 1000);
             break;
+        /* static files: NULL keeps the installed defaults */
+        case OPT_VIEWER_DIR: viewer_dir = optarg; break;
+        case OPT_UI_DIR: ui_dir = optarg; break;
+        case OPT_HTTP_ANONYMOUS: http_anonymous = true; break;
+        case OPT_HTTP_BASIC: http_basic = true; break;
+        case OPT_HTTP_CERT: http_cert = optarg; break;
+        case OPT_HTTP_KEY: http_key = optarg; break;
+        case OPT_DECODERS: sbx.helpers = (unsigned)atoi(optarg); break;
+        case OPT_DECODE_IN_PROCESS: isolate = false; break;
+        /* audit trail export (src/audit) */
+        case OPT_AUDIT_SYSLOG:
+            if (parse_collector(optarg, audit_host, sizeof audit_host,
+                                &audit_cfg) != 0) {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        case OPT_AUDIT_SYSLOG_CA: audit_cfg.syslog_ca = optarg; break;
+        case OPT_AUDIT_SYSLOG_CERT: audit_cfg.syslog_cert = optarg; break;
+        case OPT_AUDIT_SYSLOG_KEY: audit_cfg.syslog_key = optarg; break;
+        case OPT_CORS_ORIGIN:
+            if (add_cors_origin(optarg, cors, &ncors) != 0) {
+                fprintf(stderr, "agora serve: --cors-origin %s: not an "
+                        "origin (https://host[:port] or *), or more than "
+                        "%d\n", optarg, MAX_CORS_ORIGINS);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -170,6 +387,41 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     cfg.store = store;
+    /* ---- audit trail (src/audit): DIR/audit.db, opened before any
+     * listener so that every edge can record into it.  Early failure
+     * paths below simply exit: nothing is recorded before Application
+     * Start, and SQLite needs no close to stay consistent. */
+    audit_cfg.data_dir = scfg.data_dir;
+    audit_cfg.source_id = cfg.aet;
+    AuditLog *audit = NULL;
+    if (audit_open(&audit_cfg, &audit, &err) != AG_OK) {
+        fprintf(stderr, "agora serve: %s\n", err.msg);
+        store_close(store);
+        return 1;
+    }
+    /* ---- end audit trail ---- */
+    Access *access = NULL;
+    AccessConfig acfg = {.store = store};
+    if (access_open(&acfg, &access, &err) != AG_OK ||
+        bootstrap_admin(access, &err) != AG_OK) {
+        fprintf(stderr, "agora serve: %s\n", err.msg);
+        access_close(access);
+        store_close(store);
+        return 1;
+    }
+    cfg.access = access;
+    cfg.audit = audit;
+    /* Compressed pixel data from outside is decoded in sandboxed helper
+     * processes (src/codec/sandbox.c), started on first use. */
+    if (isolate) {
+        if (codec_sandbox_configure(&sbx, &err) != AG_OK) {
+            fprintf(stderr, "agora serve: %s\n", err.msg);
+            access_close(access);
+            store_close(store);
+            return 1;
+        }
+        codec_isolate_decoders(true);
+    }
     NetTls *tls_server = NULL, *tls_client = NULL;
     if (tcfg.cert_file != NULL || tcfg.key_file != NULL) {
         NetTlsConfig ccfg = {.cert_file = tcfg.cert_file,
@@ -202,10 +454,27 @@ int cmd_serve(int argc, char **argv)
             return 1;
         }
     }
+    ServeLink link = {.send = {.aet = cfg.aet, .store = store,   /* jobs.c */
+                               .tls_client = tls_client,
+                               .limits = cfg.limits},
+                      .dimse = {dimse, dimse_tls}};
     WebServer *web = NULL;
     if (http_port != 0) {
         WebConfig wcfg = {.bind_addr = cfg.bind_addr, .port = http_port,
-                          .store = store};
+                          .store = store, .access = access, .audit = audit,
+                          .anonymous = http_anonymous,
+                          .basic_auth = http_basic,
+                          .tls_cert_file = http_cert ? http_cert
+                                                     : tcfg.cert_file,
+                          .tls_key_file = http_key ? http_key : tcfg.key_file,
+                          .viewer_dir = viewer_dir,
+                          .ui_dir = ui_dir};
+        wcfg.cors_origins = cors;   /* --cors-origin */
+        wcfg.ncors_origins = ncors;
+        wcfg.send = serve_send;              /* jobs.c, /metrics */
+        wcfg.send_ctx = &link;
+        wcfg.dimse_stats = serve_dimse_stats;
+        wcfg.dimse_stats_ctx = &link;
         if (web_server_start(&wcfg, &web, &err) != AG_OK) {
             fprintf(stderr, "agora serve: %s\n", err.msg);
             svc_server_stop(dimse_tls);
@@ -214,6 +483,21 @@ int cmd_serve(int argc, char **argv)
             return 1;
         }
     }
+    /* ---- audit trail: DCM 110100 Application Activity, Application Start
+     * (PS3.15 A.5.3.1); the launcher is the account that ran us. */
+    char audit_detail[128];
+    snprintf(audit_detail, sizeof audit_detail, "agora %s, DICOM port %u, "
+             "HTTP port %u", AG_VERSION, (unsigned)cfg.port,
+             (unsigned)http_port);
+    const char *audit_user = getenv("USER");
+    AuditEvent audit_start = {.event = AUDIT_APPLICATION_ACTIVITY,
+                              .type = AUDIT_TYPE_APPLICATION_START,
+                              .user = audit_user, .detail = audit_detail};
+    if (audit_record(audit, &audit_start, &err) != AG_OK ||
+        audit_flush(audit, &err) != AG_OK) {
+        fprintf(stderr, "agora serve: audit trail: %s\n", err.msg);
+    }
+    /* ---- end audit trail ---- */
     StoreStats st = {0};
     store_stats(store, &st, NULL);
     printf("agora %s serving %s (%llu studies, %llu instances)\n",
@@ -224,8 +508,12 @@ int cmd_serve(int argc, char **argv)
                svc_server_port(dimse),
                cfg.accept_unknown_ae ? " (accepting any calling AE)" : "");
         if (web != NULL) {
-            printf("HTTP:  http://%s:%u/ (DICOMweb at /dicom-web)\n",
-                   cfg.bind_addr, web_server_port(web));
+            printf("HTTP:  http%s://%s:%u/ (log in there; viewer at /viewer/, "
+                   "DICOMweb at /dicom-web)%s\n",
+                   (http_cert ? http_cert : tcfg.cert_file) ? "s" : "",
+                   cfg.bind_addr, web_server_port(web),
+                   http_anonymous ? " -- ANONYMOUS ACCESS: anyone who "
+                                    "reaches it sees everything" : "");
         }
         if (dimse_tls != NULL) {
             printf("DICOM TLS: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
@@ -260,6 +548,19 @@ int cmd_serve(int argc, char **argv)
     svc_server_stop(dimse);
     net_tls_free(tls_server);
     net_tls_free(tls_client);
+    codec_isolate_decoders(false);
+    codec_sandbox_shutdown();
+    access_close(access);
     store_close(store);
+    /* ---- audit trail: Application Stop, then commit and close (the
+     * listeners that record are stopped above). */
+    AuditEvent audit_stop = {.event = AUDIT_APPLICATION_ACTIVITY,
+                             .type = AUDIT_TYPE_APPLICATION_STOP,
+                             .user = audit_user};
+    if (audit_record(audit, &audit_stop, &err) != AG_OK) {
+        fprintf(stderr, "agora serve: audit trail: %s\n", err.msg);
+    }
+    audit_close(audit);
+    /* ---- end audit trail ---- */
     return 0;
 }

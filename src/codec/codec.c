@@ -10,6 +10,8 @@
  */
 #include "codec_int.h"
 
+#include <stdatomic.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -237,8 +239,9 @@ int codec_image_from_dataset(const DicomDataset *ds, CodecImage *out,
     }
     for (size_t i = s; i < e; i++) {
         uint8_t c = pe->value[i];
+        /* CS: upper case, digits, '_' and space ("PALETTE COLOR"). */
         if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_')) {
+              c == '_' || c == ' ')) {
             return ag_error_set(err, AG_ERR_INVALID, "image: Photometric "
                                 "Interpretation (0028,0004) is not a "
                                 "defined term");
@@ -499,9 +502,30 @@ int codec_frame_bytes(const DicomDataset *ds, const DicomElement *pixel,
 
 /* ---- one frame --------------------------------------------------------- */
 
+/* Set by the server: every compressed frame is decoded by the helper
+ * processes of sandbox.c (issue 5, "decoding at arm's length"). */
+static atomic_bool isolate_decoders;
+
+void codec_isolate_decoders(bool on)
+{
+    atomic_store(&isolate_decoders, on);
+}
+
 int codec_decode_frame(const char *ts_uid, const CodecImage *im,
                        const uint8_t *in, size_t in_len, uint8_t *out,
                        size_t out_len, AgError *err)
+{
+    if (atomic_load(&isolate_decoders)) {
+        return codec_decode_frame_isolated(ts_uid, im, in, in_len, out,
+                                           out_len, err);
+    }
+    return codec_decode_frame_local(ts_uid, im, in, in_len, out, out_len,
+                                    err);
+}
+
+int codec_decode_frame_local(const char *ts_uid, const CodecImage *im,
+                             const uint8_t *in, size_t in_len, uint8_t *out,
+                             size_t out_len, AgError *err)
 {
     const CodecSyntax *s = syntax_find(ts_uid);
     if (s == NULL) {
@@ -525,6 +549,9 @@ int codec_decode_frame(const char *ts_uid, const CodecImage *im,
     case FAM_RLE:
         return codec__rle_decode(im, in, in_len, out, out_len, err);
     case FAM_JPEG:
+        if (codec__jpeg12_applies(in, in_len)) {   /* process 4, 12-bit */
+            return codec__jpeg12_decode(im, in, in_len, out, out_len, err);
+        }
         return codec__jpeg_decode(im, in, in_len, out, out_len, err);
     case FAM_JPEG_LOSSLESS:
         return codec__jpeg_lossless_decode(im, in, in_len, out, out_len,

@@ -24,6 +24,13 @@ int codec__jpeg_decode(const CodecImage *im, const uint8_t *in, size_t n,
 int codec__jpeg_encode(const CodecImage *im, const uint8_t *in, size_t n,
                        int quality, AgBuf *out, AgError *err);
 
+/* JPEG Extended with 12-bit samples, process 4 (jpeg12.c, hand-written:
+ * Debian 12's libjpeg-turbo is 8-bit only).  _applies: the stream's frame
+ * header is a DCT frame with P = 12 (a bounded look, no error). */
+bool codec__jpeg12_applies(const uint8_t *in, size_t n);
+int codec__jpeg12_decode(const CodecImage *im, const uint8_t *in, size_t n,
+                         uint8_t *out, size_t out_len, AgError *err);
+
 /* JPEG Lossless, process 14 (all predictors) and SV1 (jpeg_lossless.c,
  * hand-written: Debian 12's libjpeg-turbo has no lossless mode). */
 int codec__jpeg_lossless_decode(const CodecImage *im, const uint8_t *in,

@@ -129,7 +129,11 @@ int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err)
     bool patient_root = strcmp(m->cmd.affected_class,
                                SVC_PATIENT_ROOT_FIND) == 0;
     StoreLevel level = STORE_LEVEL_STUDY;
-    if (status == DIMSE_SUCCESS &&
+    if (status == DIMSE_SUCCESS && !(sa->who.verbs & ACCESS_VIEW)) {
+        status = DIMSE_NOT_AUTHORIZED;   /* PS3.7 C.5: 0124H */
+        ag_error_set(&qerr, AG_ERR_DENIED, "%s may not query",
+                     sa->who.name);
+    } else if (status == DIMSE_SUCCESS &&
         !svc__query_level(id, patient_root, &level, a)) {
         status = DIMSE_ERROR_DATASET_MISMATCH;
         ag_error_set(&qerr, AG_ERR_INVALID, "Query/Retrieve Level (0008,0052) "
@@ -141,9 +145,16 @@ int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err)
     if (status == DIMSE_SUCCESS) {
         StoreQuery q = {.level = level, .keys = id,
                         .patient_root = patient_root, .hierarchical = true,
-                        .fuzzy = svc__fuzzy_names(sa)};
+                        .fuzzy = svc__fuzzy_names(sa),
+                        .scope = svc__scope(sa)};
         int qrc = store_query(svc__store_of(sa), &q, send_match, &f, NULL,
                               &qerr);
+        AuditEvent aev = {.event = AUDIT_QUERY, .action = 'E',
+                          .outcome = qrc == AG_OK ? AUDIT_SUCCESS
+                                                  : AUDIT_MINOR_FAILURE,
+                          .sop_class = m->cmd.affected_class,
+                          .detail = svc__keys_text(id, a)};
+        svc__audit(sa, &aev);
         if (f.rc != AG_OK) {
             *err = qerr;   /* sending failed: the association is gone */
             ag_buf_deinit(&f.out);

@@ -189,17 +189,163 @@ static bool admit(SvcServer *s, SvcAssoc *sa, const NetAssocParams *rq,
                           NET_RJ_CALLED_AE};
         return false;
     }
-    if (!s->cfg.accept_unknown_ae) {
-        StoreNode node;
-        if (store_node_get(s->cfg.store, rq->calling_ae, &node, NULL) !=
+    StoreNode node;
+    bool known = store_node_get(s->cfg.store, rq->calling_ae, &node, NULL) ==
+                 AG_OK;
+    /* A verified client certificate names a node (its CN is the node's AE
+     * title) or a user (its CN is the user name): that identity wins over
+     * the calling AE title, which the peer merely asserts. */
+    bool by_cert = false;
+    if (sa->cert_cn[0] != '\0' && s->cfg.access != NULL) {
+        StoreNode cnode;
+        if (store_node_get(s->cfg.store, sa->cert_cn, &cnode, NULL) ==
             AG_OK) {
-            *rj = (NetReject){NET_RJ_PERMANENT, NET_RJ_SOURCE_USER,
-                              NET_RJ_CALLING_AE};
-            return false;
+            access_node_principal(s->cfg.access, &cnode, &sa->who);
+            by_cert = true;
+        } else if (access_user_principal(s->cfg.access, sa->cert_cn,
+                                         &sa->who, NULL) == AG_OK) {
+            by_cert = true;
         }
     }
-    (void)sa;
+    if (!known && !by_cert && !s->cfg.accept_unknown_ae) {
+        *rj = (NetReject){NET_RJ_PERMANENT, NET_RJ_SOURCE_USER,
+                          NET_RJ_CALLING_AE};
+        return false;
+    }
+    if (by_cert) {
+        /* sa->who is set */
+    } else if (known && s->cfg.access != NULL) {
+        access_node_principal(s->cfg.access, &node, &sa->who);
+    } else {
+        access_principal_all(&sa->who, ACCESS_KIND_NODE, rq->calling_ae);
+        ag_fmt(sa->who.role, sizeof sa->who.role, "node");
+    }
+    /* User Identity Negotiation (PS3.7 D.3.3.7): a username and passcode
+     * authenticate a user, whose scope and verbs then apply; a wrong one
+     * is refused.  A username alone identifies without proof: it is
+     * logged but grants nothing. */
+    const NetUserIdentity *id = &rq->identity;
+    if (id->type == NET_UID_USERNAME_PASSCODE && s->cfg.access != NULL) {
+        uint32_t wait = 0;
+        AccessPrincipal u;
+        if (access_login(s->cfg.access, id->primary, id->secondary,
+                         sa->remote, &u, &wait) != ACCESS_LOGIN_OK) {
+            ag_log(AG_LOG_WARN, "dimse", "user identity \"%.64s\" from %s "
+                   "refused", id->primary, sa->remote);
+            *rj = (NetReject){NET_RJ_PERMANENT, NET_RJ_SOURCE_USER,
+                              NET_RJ_NO_REASON};
+            return false;
+        }
+        sa->who = u;
+    } else if (id->type == NET_UID_USERNAME) {
+        ag_log(AG_LOG_INFO, "dimse", "user name \"%.64s\" (unverified) from "
+               "%s", id->primary, sa->remote);
+    }
     return true;
+}
+
+const StoreScope *svc__scope(SvcAssoc *sa)
+{
+    return &sa->who.scope;
+}
+
+typedef struct PatientRow {
+    char id[65];
+} PatientRow;
+
+static int patient_row(void *ctx, int ncol, const char *const *v)
+{
+    (void)ncol;
+    ag_fmt(((PatientRow *)ctx)->id, 65, "%s", v[0] ? v[0] : "");
+    return 1;
+}
+
+void svc__audit(SvcAssoc *sa, AuditEvent *ev)
+{
+    SvcServer *s = sa->server;
+    if (s->cfg.audit == NULL) {
+        return;
+    }
+    PatientRow p = {""};
+    if (ev->study_uid != NULL && ev->patient_id == NULL) {
+        const char *q[] = {ev->study_uid};
+        store_sql_select(s->cfg.store, "SELECT p.patient_id FROM studies t"
+                         " JOIN patients p ON t.patient_pk = p.id WHERE"
+                         " t.study_uid = ?1", q, 1, patient_row, &p, NULL);
+        ev->patient_id = p.id[0] ? p.id : NULL;
+    }
+    if (ev->user == NULL) {
+        ev->user = sa->who.name[0] ? sa->who.name : sa->calling_ae;
+    }
+    ev->source = sa->remote;
+    if (ev->destination == NULL) {
+        ev->destination = s->aet;
+    }
+    audit_record(s->cfg.audit, ev, NULL);
+}
+
+static void flush_tally(SvcAssoc *sa, int i)
+{
+    char detail[96];
+    ag_fmt(detail, sizeof detail, "C-STORE: %u stored, %u failed",
+           sa->tally[i].stored, sa->tally[i].failed);
+    AuditEvent ev = {.event = AUDIT_INSTANCES_TRANSFERRED, .action = 'C',
+                     .outcome = sa->tally[i].stored == 0
+                                    ? AUDIT_SERIOUS_FAILURE
+                                : sa->tally[i].failed > 0
+                                    ? AUDIT_MINOR_FAILURE
+                                    : AUDIT_SUCCESS,
+                     .study_uid = sa->tally[i].study[0] ? sa->tally[i].study
+                                                        : NULL,
+                     .count = sa->tally[i].stored, .detail = detail};
+    svc__audit(sa, &ev);
+}
+
+void svc__audit_store(SvcAssoc *sa, const char *study, bool ok)
+{
+    int i = 0;
+    while (i < sa->ntally && strcmp(sa->tally[i].study, study) != 0) {
+        i++;
+    }
+    if (i == sa->ntally) {
+        if (sa->ntally == (int)(sizeof sa->tally / sizeof sa->tally[0])) {
+            flush_tally(sa, 0);
+            memmove(&sa->tally[0], &sa->tally[1],
+                    (size_t)(sa->ntally - 1) * sizeof sa->tally[0]);
+            sa->ntally--;
+            i = sa->ntally;
+        }
+        memset(&sa->tally[i], 0, sizeof sa->tally[i]);
+        ag_fmt(sa->tally[i].study, sizeof sa->tally[i].study, "%s", study);
+        sa->ntally++;
+    }
+    if (ok) {
+        sa->tally[i].stored++;
+    } else {
+        sa->tally[i].failed++;
+    }
+}
+
+char *svc__keys_text(const DicomDataset *id, AgArena *a)
+{
+    AgBuf b;
+    ag_buf_init(&b, 4096);
+    size_t n = dicom_dataset_count(id);
+    for (size_t i = 0; i < n; i++) {
+        const DicomElement *el = dicom_dataset_at(id, i);
+        const DicomDictEntry *d = dicom_dict_lookup(el->tag);
+        char *v = NULL;
+        if (el->vr == DICOM_VR_SQ || el->length == 0 ||
+            dicom_element_utf8(id, el, a, &v, NULL) != AG_OK || v == NULL) {
+            continue;
+        }
+        ag_buf_printf(&b, "%s%s=%s", b.len ? " " : "",
+                      d && d->keyword ? d->keyword : "?", v);
+    }
+    ag_buf_append(&b, "", 1);
+    char *s = ag_arena_strdup(a, b.data ? (const char *)b.data : "");
+    ag_buf_deinit(&b);
+    return s;
 }
 
 int svc__respond(SvcAssoc *sa, const NetMessage *m, uint16_t command,
@@ -304,6 +450,7 @@ static void serve_assoc(SvcAssoc *sa)
         if (cn[0] != '\0') {
             ag_log(AG_LOG_INFO, "dimse", "TLS client certificate CN=%s from "
                    "%s", cn, sa->remote);
+            ag_fmt(sa->cert_cn, sizeof sa->cert_cn, "%s", cn);
         }
     }
     rc = net_accept(&sa->transport, &s->cfg.limits, &sa->assoc, rq, &err);
@@ -317,7 +464,23 @@ static void serve_assoc(SvcAssoc *sa)
     }
     ag_fmt(sa->calling_ae, sizeof sa->calling_ae, "%s", rq->calling_ae);
     NetReject rj;
+    ag_fmt(sa->called_ae, sizeof sa->called_ae, "%s", rq->called_ae);
     if (!admit(s, sa, rq, &rj)) {
+        char why[64];
+        ag_fmt(why, sizeof why, "association refused (reason %u)",
+               rj.reason);
+        AuditEvent aev = {.event = AUDIT_SECURITY_ALERT,
+                          .type = AUDIT_TYPE_NODE_AUTHENTICATION,
+                          .action = 'E', .outcome = AUDIT_MINOR_FAILURE,
+                          .user = rq->calling_ae, .detail = why};
+        if (rq->identity.type == NET_UID_USERNAME_PASSCODE &&
+            rj.reason == NET_RJ_NO_REASON) {
+            aev.event = AUDIT_USER_AUTHENTICATION;
+            aev.type = AUDIT_TYPE_LOGIN;
+            aev.user = rq->identity.primary;
+            aev.detail = "DICOM user identity refused";
+        }
+        svc__audit(sa, &aev);
         ag_log(AG_LOG_WARN, "dimse", "association %s -> %s from %s "
                "rejected (reason %u)", rq->calling_ae, rq->called_ae,
                sa->remote, rj.reason);
@@ -328,6 +491,12 @@ static void serve_assoc(SvcAssoc *sa)
         goto done;
     }
     negotiate(s, rq, ac);
+    if (rq->identity.type == NET_UID_USERNAME_PASSCODE &&
+        rq->identity.response_requested && s->cfg.access != NULL) {
+        /* PS3.7 D.3.3.7.2: a positive response, empty for this type. */
+        ac->identity.response_requested = true;
+        ac->identity.server_response_len = 0;
+    }
     if (net_send_accept(sa->assoc, ac, &err) != AG_OK) {
         goto done;
     }
@@ -336,6 +505,21 @@ static void serve_assoc(SvcAssoc *sa)
     pthread_mutex_unlock(&s->lock);
     ag_log(AG_LOG_INFO, "dimse", "association %s -> %s from %s accepted",
            rq->calling_ae, rq->called_ae, sa->remote);
+    {
+        char what[96];
+        ag_fmt(what, sizeof what, "association accepted from %s as %s",
+               rq->calling_ae, sa->who.name);
+        AuditEvent aev = {.event = rq->identity.type ==
+                                           NET_UID_USERNAME_PASSCODE
+                                       ? AUDIT_USER_AUTHENTICATION
+                                       : AUDIT_SECURITY_ALERT,
+                          .type = rq->identity.type ==
+                                          NET_UID_USERNAME_PASSCODE
+                                      ? AUDIT_TYPE_LOGIN
+                                      : AUDIT_TYPE_NODE_AUTHENTICATION,
+                          .action = 'E', .detail = what};
+        svc__audit(sa, &aev);
+    }
     for (;;) {
         NetMessage m;
         rc = net_recv_command(sa->assoc, &m, &err);
@@ -357,6 +541,10 @@ static void serve_assoc(SvcAssoc *sa)
         }
     }
 done:
+    for (int i = 0; i < sa->ntally; i++) {
+        flush_tally(sa, i);
+    }
+    sa->ntally = 0;
     net_assoc_free(sa->assoc);
     net_tls_end(sa->tls);
     ag_free(rq);

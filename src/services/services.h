@@ -33,6 +33,10 @@ typedef struct SvcConfig {
     Store *store;                  /* borrowed */
     NetTls *tls;                   /* this listener speaks TLS (borrowed) */
     NetTls *tls_client;            /* for C-MOVE to nodes marked tls */
+    /* Users and scopes (issue 7; borrowed, may be NULL: then every
+     * admitted peer sees the whole archive). */
+    struct Access *access;
+    struct AuditLog *audit;        /* borrowed; NULL: nothing recorded */
 } SvcConfig;
 
 /** Bind, listen and start accepting in a background thread. */
@@ -49,5 +53,39 @@ typedef struct SvcStats {
     uint32_t active;
 } SvcStats;
 void svc_server_stats(SvcServer *s, SvcStats *out);
+
+/* ---- Storage SCU: sending stored instances to a node (send.c) ----------- */
+
+typedef struct SvcSendConfig {
+    const char *aet;               /* our calling AE title (default AGORA) */
+    Store *store;                  /* borrowed */
+    NetTls *tls_client;            /* for nodes marked tls (borrowed); NULL:
+                                    * sending to them fails */
+    NetLimits limits;              /* ARTIM and idle timers; 0 = defaults */
+} SvcSendConfig;
+
+/* Called once before the association is requested (0, 0, NULL) and after
+ * each instance with the counts so far; failed_uid is that instance's SOP
+ * Instance UID when it failed, else NULL.  Returning false cancels: the
+ * association is released after the instance in flight. */
+typedef bool (*SvcSendProgress)(void *ctx, size_t sent, size_t failed,
+                                const char *failed_uid);
+
+/**
+ * C-STORE the stored instances sop_uids[0..n) to node on one association
+ * (PS3.4 B): one presentation context per SOP class, the stored syntax
+ * proposed first plus the uncompressed ones; an instance whose syntax the
+ * node did not accept is re-encoded (decoded by the codecs when
+ * compressed).  TLS when node->tls.  The caller decides what may be sent:
+ * the UIDs are not scoped here.  At most 100000 instances.
+ * @return AG_OK when the association ran to its end or progress cancelled
+ *         (failed instances are counted through progress, not here); an
+ *         error naming the node when it could not be reached (AG_ERR_IO),
+ *         refused the association (AG_ERR_DENIED, with the reason) or the
+ *         association broke on the way.  Blocking; thread-safe.
+ */
+int svc_send(const SvcSendConfig *cfg, const StoreNode *node,
+             const char *const *sop_uids, size_t n, SvcSendProgress progress,
+             void *ctx, AgError *err);
 
 #endif

@@ -2,12 +2,15 @@
  * storage.c — Verification SCP (PS3.4 Annex A) and Storage SCP (PS3.4
  * Annex B).
  *
- * A C-STORE data set is streamed into a spool file in the store's tmp
- * directory, behind a Part 10 header built from the command, then handed
- * to the ingest pipeline, which renames it into the blob store without a
- * copy.  The response goes out only after ingest returns, i.e. after the
- * instance is durable (DESIGN.md §4).  Memory per association stays at one
- * PDU, whatever the instance's size.
+ * A C-STORE data set is received behind a Part 10 header built from the
+ * command (PS3.10 §7.1) into memory while it is small (a CT slice is) and
+ * handed to the ingest pipeline as a buffer: parsed, hashed and written to
+ * its blob in one go, with no spool file to write and read back.  A larger
+ * one spills to a spool file in the store's tmp directory, which ingest
+ * renames into the blob store without a copy.  The response goes out only
+ * after ingest returns, i.e. after the instance is durable (DESIGN.md §4).
+ * Memory per association stays bounded: at most SPOOL_MEM_MAX plus one PDU,
+ * whatever the instance's size.
  */
 #include "svc_int.h"
 
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 #define SPOOL_MAX ((uint64_t)4 << 30)
+#define SPOOL_MEM_MAX ((size_t)1 << 20)   /* larger data sets go to a file */
 
 int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err)
 {
@@ -29,12 +33,29 @@ int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err)
     return svc__respond(sa, m, DIMSE_C_ECHO_RSP, DIMSE_SUCCESS, NULL, err);
 }
 
+/* Where a data set is received: mem until it outgrows SPOOL_MEM_MAX, then
+ * a file (path) holding mem's bytes and the rest. */
 typedef struct Spool {
-    int fd;
+    AgBuf mem;
+    const char *dir;      /* store_tmp_dir() */
+    char path[AG_PATH_MAX];
+    int fd;               /* -1 while in memory */
     uint64_t size;
-    int rc;               /* first write failure, kept for the response */
+    int rc;               /* first failure, kept for the response */
     AgError err;
 } Spool;
+
+static int spill(Spool *sp)
+{
+    ag_fmt(sp->path, sizeof sp->path, "%s/dimse-XXXXXX", sp->dir);
+    sp->fd = mkstemp(sp->path);
+    if (sp->fd < 0) {
+        return ag_error_errno(&sp->err, AG_ERR_IO, "spool %s", sp->path);
+    }
+    int rc = ag_write_all(sp->fd, sp->mem.data, sp->mem.len, &sp->err);
+    ag_buf_deinit(&sp->mem);
+    return rc;
+}
 
 static int spool_sink(void *ctx, const uint8_t *data, size_t len,
                       AgError *err)
@@ -47,12 +68,28 @@ static int spool_sink(void *ctx, const uint8_t *data, size_t len,
         return sp->rc;
     }
     sp->size += len;
-    sp->rc = ag_write_all(sp->fd, data, len, &sp->err);
+    if (sp->fd < 0 && sp->mem.len + len <= SPOOL_MEM_MAX) {
+        sp->rc = ag_buf_append(&sp->mem, data, len);
+        if (sp->rc != AG_OK) {
+            ag_error_set(&sp->err, sp->rc, "spool: out of memory");
+        }
+        return sp->rc;
+    }
+    sp->rc = sp->fd < 0 ? spill(sp) : AG_OK;
+    if (sp->rc == AG_OK) {
+        sp->rc = ag_write_all(sp->fd, data, len, &sp->err);
+    }
     return sp->rc;
 }
 
+static int buf_sink(void *ctx, const void *data, size_t len, AgError *err)
+{
+    (void)err;
+    return spool_sink(ctx, data, len, NULL);
+}
+
 /* Preamble + meta group for a data set arriving in ts (PS3.10 §7.1). */
-static int write_header(int fd, const DimseCommand *c, const char *ts,
+static int write_header(Spool *sp, const DimseCommand *c, const char *ts,
                         const char *calling_ae, AgError *err)
 {
     AgArena *a = ag_arena_create(1 << 20);
@@ -81,7 +118,7 @@ static int write_header(int fd, const DimseCommand *c, const char *ts,
         f.dataset = dicom_dataset_create(a);   /* the body is appended */
         rc = f.dataset == NULL
             ? ag_error_set(err, AG_ERR_NOMEM, "out of memory")
-            : dicom_write_file(&f, NULL, NULL, dicom_sink_fd, &fd, err);
+            : dicom_write_file(&f, NULL, NULL, buf_sink, sp, err);
     }
     ag_arena_destroy(a);
     return rc;
@@ -106,18 +143,22 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
     Store *store = svc__store_of(sa);
     const char *ts = net_assoc_context_ts(sa->assoc, m->context_id);
     const char *as = net_assoc_context_as(sa->assoc, m->context_id);
-    char tmp[AG_PATH_MAX];
-    ag_fmt(tmp, sizeof tmp, "%s/dimse-XXXXXX", store_tmp_dir(store));
-    Spool sp = {.fd = -1};
+    Spool sp = {.fd = -1, .dir = store_tmp_dir(store)};
+    ag_buf_init(&sp.mem, SPOOL_MEM_MAX);
     AgError serr;
     ag_error_clear(&serr);
     int rc = AG_OK;
     uint16_t status = DIMSE_SUCCESS;
     if (!m->has_dataset) {
+        ag_buf_deinit(&sp.mem);
         return svc__respond(sa, m, DIMSE_C_STORE_RSP,
                             DIMSE_MISTYPED_ARGUMENT, "no data set", err);
     }
-    if (as == NULL || strcmp(as, m->cmd.affected_class) != 0 ||
+    if (!(sa->who.verbs & ACCESS_UPLOAD)) {
+        /* PS3.7 C.5.x general status 0124H: Refused: Not Authorized. */
+        status = DIMSE_NOT_AUTHORIZED;
+        ag_error_set(&serr, AG_ERR_DENIED, "%s may not store", sa->who.name);
+    } else if (as == NULL || strcmp(as, m->cmd.affected_class) != 0 ||
         !svc__is_storage_class(m->cmd.affected_class)) {
         status = DIMSE_SOP_CLASS_NOT_SUPPORTED;
         ag_error_set(&serr, AG_ERR_INVALID, "SOP class does not match the "
@@ -127,23 +168,17 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
         status = DIMSE_INVALID_ARGUMENT;
         ag_error_set(&serr, AG_ERR_INVALID, "invalid Affected SOP Instance "
                      "UID");
-    } else {
-        sp.fd = mkstemp(tmp);
-        if (sp.fd < 0) {
-            ag_error_errno(&serr, AG_ERR_IO, "spool %s", tmp);
-            status = DIMSE_REFUSED_OUT_OF_RESOURCES;
-        } else if (write_header(sp.fd, &m->cmd, ts, sa->calling_ae, &serr) !=
-                   AG_OK) {
-            status = DIMSE_REFUSED_OUT_OF_RESOURCES;
-        }
+    } else if (write_header(&sp, &m->cmd, ts, sa->calling_ae, &serr) !=
+               AG_OK) {
+        status = DIMSE_REFUSED_OUT_OF_RESOURCES;
     }
     /* Always read the data set to its end, so the association stays in
      * step whatever we decided. */
     rc = net_recv_dataset(sa->assoc, m->context_id,
-                          sp.fd >= 0 && status == DIMSE_SUCCESS ? spool_sink
-                                                                : NULL,
-                          &sp, err);
-    if (sp.fd >= 0) {
+                          status == DIMSE_SUCCESS ? spool_sink : NULL, &sp,
+                          err);
+    bool spilled = sp.fd >= 0;
+    if (spilled) {
         close(sp.fd);
     }
     if (rc == AG_OK && status == DIMSE_SUCCESS && sp.rc != AG_OK) {
@@ -151,24 +186,35 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
         serr = sp.err;
     }
     if (rc != AG_OK) {
-        if (sp.fd >= 0) {
-            unlink(tmp);
+        if (spilled) {
+            unlink(sp.path);
         }
+        ag_buf_deinit(&sp.mem);
         return rc;   /* the association itself failed */
     }
     if (status == DIMSE_SUCCESS) {
         StoreSource src = {.calling_ae = sa->calling_ae,
                            .remote_addr = sa->remote, .via = "dimse",
                            .expect_sop_class = m->cmd.affected_class,
-                           .expect_sop_instance = m->cmd.affected_instance};
+                           .expect_sop_instance = m->cmd.affected_instance,
+                           .user = sa->who.user_id,
+                           .dept = sa->who.kind == ACCESS_KIND_NODE &&
+                                           sa->who.scope.ndepts == 1
+                                       ? sa->who.scope.depts[0]
+                                       : 0};
         StoreResult res;
-        int irc = store_ingest_path(store, tmp, true, &src, &res, &serr);
+        int irc = spilled
+            ? store_ingest_path(store, sp.path, true, &src, &res, &serr)
+            : store_ingest_buffer(store, sp.mem.data, sp.mem.len, &src, &res,
+                                  &serr);
         if (irc != AG_OK) {
             status = store_status(irc);
         }
-    } else if (sp.fd >= 0) {
-        unlink(tmp);
+        svc__audit_store(sa, irc == AG_OK ? res.study_uid : "", irc == AG_OK);
+    } else if (spilled) {
+        unlink(sp.path);
     }
+    ag_buf_deinit(&sp.mem);
     if (status == DIMSE_SUCCESS) {
         svc__count(sa, SVC_COUNT_STORED);
     } else {

@@ -4,6 +4,9 @@
 
 #include "services.h"
 
+#include "access/access.h"
+#include "audit/audit.h"
+
 #include <pthread.h>
 
 /* One association being served. */
@@ -14,7 +17,30 @@ typedef struct SvcAssoc {
     NetTlsSession *tls;
     char calling_ae[17];
     char remote[64];
+    char cert_cn[128];   /* verified TLS client certificate's CN, or "" */
+    /* Who the peer is: a node's department, a user from user identity
+     * negotiation, or the whole archive (trusted node, unknown AEs when
+     * accepted).  Queries and retrievals see only who.scope. */
+    AccessPrincipal who;
+    char called_ae[17];
+    /* Instances stored on this association, per study: one audit record
+     * each (Instances Transferred) when the association ends. */
+    struct {
+        char study[65];
+        uint32_t stored, failed;
+    } tally[16];
+    int ntally;
 } SvcAssoc;
+
+/* Audit (PS3.15 A.5): fill who/where from the association and record. */
+void svc__audit(SvcAssoc *sa, AuditEvent *ev);
+/* Count one C-STORE for the association's per-study record. */
+void svc__audit_store(SvcAssoc *sa, const char *study, bool ok);
+/* "PatientID=X StudyDate=Y ..." of the non-empty keys, for Query records. */
+char *svc__keys_text(const DicomDataset *id, AgArena *a);
+
+/* The association's scope, for StoreQuery.scope. */
+const StoreScope *svc__scope(SvcAssoc *sa);
 
 /* Handlers: answer one message (its data set not yet read). */
 int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err);
@@ -57,5 +83,40 @@ enum { SVC_COUNT_ECHO, SVC_COUNT_STORED, SVC_COUNT_STORE_FAILED };
 /* Send a response with just a status (and optional error comment). */
 int svc__respond(SvcAssoc *sa, const NetMessage *m, uint16_t command,
                  uint16_t status, const char *comment, AgError *err);
+
+/* ---- Storage SCU (send.c): C-MOVE sub-operations and svc_send -------- */
+
+/* PS3.4 B.2.3: a C-STORE status that means stored (success or warning). */
+bool svc__store_ok(uint16_t status);
+
+/* An instance to send: SOP Instance UID, SOP Class UID ("" when it is not
+ * stored) and stored transfer syntax. */
+typedef struct SvcTarget {
+    char sop[65];
+    char cls[65];
+    char ts[65];
+} SvcTarget;
+
+/* An association we requested from a node, and what it runs on. */
+typedef struct SvcScu {
+    int fd;                  /* -1 when not connected */
+    NetTransport tr;         /* the association points at it: do not move */
+    NetTlsSession *tls;
+    NetAssoc *assoc;         /* may be set even when the request failed */
+} SvcScu;
+
+/*
+ * Connect to node (TLS when the node says so, with tls_client; NULL makes
+ * such nodes fail) and request an association from our_aet, proposing one
+ * presentation context per SOP class of t[0..n): the stored syntaxes
+ * first, then Explicit and Implicit VR Little Endian.  lim may be NULL
+ * (defaults); rj (may be NULL) receives an A-ASSOCIATE-RJ (result 0 when
+ * there was none).  Whatever the result, call svc__scu_close.
+ */
+int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
+                  NetTls *tls_client, const NetLimits *lim,
+                  const SvcTarget *t, size_t n, NetReject *rj, AgError *err);
+/* Release (release true) or abort the association, end TLS, close. */
+void svc__scu_close(SvcScu *u, bool release);
 
 #endif

@@ -5,6 +5,16 @@
  * SOP Instance UID plus a random suffix (a replacement gets a new file, so
  * the old one stays valid until the index commit says otherwise); paths are
  * never built from data (SECURITY.md rule 2).
+ *
+ * A blob is put in one of two ways (StoreSync, chosen by store.c):
+ *   published  name.tmp written, fdatasynced, renamed to name; the caller
+ *              fsyncs the directory (once per group commit, not per blob);
+ *   pending    name.tmp written and closed, nothing synced; the commit
+ *              pipeline makes a whole batch durable with one syncfs(2),
+ *              renames every name.tmp to name (store__blob_publish) and
+ *              syncs again (store.c).
+ * Either way the bytes are hashed while they are written, and a blob is
+ * durable under its final name before the index row pointing to it commits.
  */
 #include "store_int.h"
 
@@ -22,6 +32,7 @@
 struct StoreBlobs {
     char root[AG_PATH_MAX];      /* DIR/blobs */
     char tmp[AG_PATH_MAX];       /* DIR/tmp */
+    int root_fd;                 /* DIR/blobs, for syncfs(2) */
 };
 
 static int mkdir_p(const char *path, AgError *err)
@@ -111,6 +122,7 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
     if (b == NULL) {
         return ag_error_set(err, AG_ERR_NOMEM, "blobs: out of memory");
     }
+    b->root_fd = -1;
     if (strlen(data_dir) > AG_PATH_MAX - STORE_BLOB_NAME_MAX - 32 ||
         ag_fmt(b->root, sizeof b->root, "%s/blobs", data_dir) != AG_OK ||
         ag_fmt(b->tmp, sizeof b->tmp, "%s/tmp", data_dir) != AG_OK) {
@@ -122,16 +134,20 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
     if (rc == AG_OK) {
         rc = mkdir_p(b->tmp, err);
     }
-    if (rc != AG_OK) {
-        ag_free(b);
-        return rc;
+    if (rc == AG_OK) {
+        b->root_fd = open(b->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (b->root_fd < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "open %s", b->root);
+        }
     }
-    /* Reconcile at start (SECURITY.md rule 4): nothing half-written
-     * survives a crash. */
-    empty_dir(b->tmp);
-    rc = prepare_fanout(b->root, err);
+    if (rc == AG_OK) {
+        /* Reconcile at start (SECURITY.md rule 4): nothing half-written
+         * survives a crash. */
+        empty_dir(b->tmp);
+        rc = prepare_fanout(b->root, err);
+    }
     if (rc != AG_OK) {
-        ag_free(b);
+        store__blobs_close(b);
         return rc;
     }
     *out = b;
@@ -140,6 +156,12 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
 
 void store__blobs_close(StoreBlobs *b)
 {
+    if (b == NULL) {
+        return;
+    }
+    if (b->root_fd >= 0) {
+        close(b->root_fd);
+    }
     ag_free(b);
 }
 
@@ -192,20 +214,35 @@ typedef struct Tmp {
     uint64_t size;
 } Tmp;
 
-static int tmp_open(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
+static int tmp_paths(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
 {
     t->fd = -1;
     t->size = 0;
     int rc = store__blob_path(b, name, t->final, sizeof t->final, err);
     if (rc == AG_OK) {
-        rc = make_parent(b, name, err);
+        ag_fmt(t->tmp, sizeof t->tmp, "%s.tmp", t->final);
     }
+    return rc;
+}
+
+static int tmp_open(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
+{
+    int rc = tmp_paths(b, name, t, err);
     if (rc != AG_OK) {
         return rc;
     }
-    ag_fmt(t->tmp, sizeof t->tmp, "%s.tmp", t->final);
-    /* 0440: stored blobs are never executable (SECURITY.md rule 9). */
-    t->fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0440);
+    /* 0440: stored blobs are never executable (SECURITY.md rule 9).  The
+     * fan-out directory exists (made at open); only if it went missing is
+     * it made again, so the common case costs one system call. */
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    t->fd = open(t->tmp, flags, 0440);
+    if (t->fd < 0 && errno == ENOENT) {
+        rc = make_parent(b, name, err);
+        if (rc != AG_OK) {
+            return rc;
+        }
+        t->fd = open(t->tmp, flags, 0440);
+    }
     if (t->fd < 0) {
         return ag_error_errno(err, AG_ERR_IO, "create %s", t->tmp);
     }
@@ -244,14 +281,30 @@ static void finish_hash(crypto_generichash_state *h, StoreBlobInfo *info)
     sodium_bin2hex(info->checksum, sizeof info->checksum, d, sizeof d);
 }
 
-/* fsync, close, rename into place; on failure nothing is left. */
-static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
+static int rename_final(const char *from, const char *to, AgError *err)
+{
+    if (ag_fault("blob.rename")) {
+        errno = EIO;
+        return ag_error_errno(err, AG_ERR_IO, "rename %s", from);
+    }
+    if (rename(from, to) != 0) {
+        return ag_error_errno(err, AG_ERR_IO, "rename %s", from);
+    }
+    return AG_OK;
+}
+
+/*
+ * Close the written file; when publish, fsync it first and rename it into
+ * place.  On failure nothing is left.
+ */
+static int tmp_commit(Tmp *t, bool publish, StoreBlobInfo *info,
+                      AgError *err)
 {
     int rc = AG_OK;
-    if (ag_fault("blob.fsync")) {
+    if (publish && ag_fault("blob.fsync")) {
         errno = EIO;
         rc = ag_error_errno(err, AG_ERR_IO, "fsync %s", t->tmp);
-    } else if (fdatasync(t->fd) != 0) {
+    } else if (publish && fdatasync(t->fd) != 0) {
         /* A failed fsync fails the store; never retry it and trust the
          * result (SECURITY.md rule 4). */
         rc = ag_error_errno(err, AG_ERR_IO, "fsync %s", t->tmp);
@@ -260,11 +313,8 @@ static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
         rc = ag_error_errno(err, AG_ERR_IO, "close %s", t->tmp);
     }
     t->fd = -1;
-    if (rc == AG_OK && ag_fault("blob.rename")) {
-        errno = EIO;
-        rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
-    } else if (rc == AG_OK && rename(t->tmp, t->final) != 0) {
-        rc = ag_error_errno(err, AG_ERR_IO, "rename %s", t->tmp);
+    if (rc == AG_OK && publish) {
+        rc = rename_final(t->tmp, t->final, err);
     }
     if (rc != AG_OK) {
         unlink(t->tmp);
@@ -276,23 +326,24 @@ static int tmp_commit(Tmp *t, StoreBlobInfo *info, AgError *err)
 }
 
 int store__blob_put_buffer(StoreBlobs *b, const char *name,
-                           const uint8_t *p, size_t n, StoreBlobInfo *info,
-                           AgError *err)
+                           const uint8_t *p, size_t n, bool publish,
+                           StoreBlobInfo *info, AgError *err)
 {
     Tmp t;
     int rc = tmp_open(b, name, &t, err);
     if (rc == AG_OK) {
-        rc = tmp_write(&t, p, n, err);
+        rc = tmp_write(&t, p, n, err);   /* one write(2) for the blob */
     }
     if (rc == AG_OK) {
-        return tmp_commit(&t, info, err);
+        return tmp_commit(&t, publish, info, err);
     }
     tmp_abort(&t);
     return rc;
 }
 
 int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
-                       uint64_t max_bytes, StoreBlobInfo *info, AgError *err)
+                       uint64_t max_bytes, bool publish, StoreBlobInfo *info,
+                       AgError *err)
 {
     uint8_t *buf = ag_malloc(COPY_CHUNK);
     if (buf == NULL) {
@@ -317,50 +368,28 @@ int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
                               "%llu bytes", (unsigned long long)max_bytes);
             break;
         }
-        rc = tmp_write(&t, buf, (size_t)n, err);
+        rc = tmp_write(&t, buf, (size_t)n, err);   /* hashed as copied */
     }
     ag_free(buf);
     if (rc == AG_OK) {
-        return tmp_commit(&t, info, err);
+        return tmp_commit(&t, publish, info, err);
     }
     tmp_abort(&t);
     return rc;
 }
 
-int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
-                           StoreBlobInfo *info, AgError *err)
+/* Hash a file from its start (warm in the page cache after spooling). */
+static int hash_fd(int fd, const char *path, crypto_generichash_state *h,
+                   uint64_t *size, AgError *err)
 {
-    if (path == NULL) {
-        return ag_error_set(err, AG_ERR_INVALID, "no spool path");
-    }
-    Tmp t;
-    int rc = store__blob_path(b, name, t.final, sizeof t.final, err);
-    if (rc == AG_OK) {
-        rc = make_parent(b, name, err);
-    }
-    if (rc != AG_OK) {
-        unlink(path);
-        return rc;
-    }
-    /* Hash while reading it back (warm in the page cache), then fsync the
-     * spooled file itself and move it into place. */
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        rc = ag_error_errno(err, AG_ERR_IO, "open %s", path);
-        unlink(path);
-        return rc;
-    }
-    ag_fmt(t.tmp, sizeof t.tmp, "%s", path);
-    t.fd = fd;
-    t.size = 0;
-    crypto_generichash_init(&t.h, NULL, 0, 32);
     uint8_t *buf = ag_malloc(COPY_CHUNK);
     if (buf == NULL) {
-        tmp_abort(&t);
         return ag_error_set(err, AG_ERR_NOMEM, "blob: out of memory");
     }
-    for (;;) {
-        ssize_t n = read(fd, buf, COPY_CHUNK);
+    int rc = AG_OK;
+    *size = 0;
+    for (uint64_t off = 0;;) {
+        ssize_t n = pread(fd, buf, COPY_CHUNK, (off_t)off);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -370,16 +399,104 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
         if (n <= 0) {
             break;
         }
-        crypto_generichash_update(&t.h, buf, (size_t)n);
-        t.size += (uint64_t)n;
+        crypto_generichash_update(h, buf, (size_t)n);
+        off += (uint64_t)n;
+        *size = off;
     }
     ag_free(buf);
-    fchmod(fd, 0440);
+    return rc;
+}
+
+int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
+                           const uint8_t *data, size_t len, bool publish,
+                           StoreBlobInfo *info, AgError *err)
+{
+    if (path == NULL) {
+        return ag_error_set(err, AG_ERR_INVALID, "no spool path");
+    }
+    Tmp t;
+    int rc = tmp_paths(b, name, &t, err);
+    if (rc == AG_OK) {
+        rc = make_parent(b, name, err);
+    }
     if (rc != AG_OK) {
-        tmp_abort(&t);
+        unlink(path);
         return rc;
     }
-    return tmp_commit(&t, info, err);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "open %s", path);
+        unlink(path);
+        return rc;
+    }
+    crypto_generichash_init(&t.h, NULL, 0, 32);
+    if (data != NULL) {
+        /* The caller read the whole file to parse it: hash those bytes
+         * instead of reading them again. */
+        crypto_generichash_update(&t.h, data, len);
+        t.size = len;
+    } else {
+        rc = hash_fd(fd, path, &t.h, &t.size, err);
+    }
+    fchmod(fd, 0440);
+    /* The spooled file itself becomes the blob: fsynced and renamed into
+     * place now, or moved beside it as name.tmp until it is published. */
+    if (publish) {
+        ag_fmt(t.tmp, sizeof t.tmp, "%s", path);
+    } else if (rc == AG_OK && rename(path, t.tmp) != 0) {
+        rc = ag_error_errno(err, AG_ERR_IO, "rename %s", path);
+    }
+    if (rc != AG_OK) {
+        close(fd);
+        unlink(path);
+        unlink(t.tmp);
+        return rc;
+    }
+    t.fd = fd;
+    return tmp_commit(&t, publish, info, err);
+}
+
+int store__blob_publish(StoreBlobs *b, const char *name, AgError *err)
+{
+    Tmp t;
+    int rc = tmp_paths(b, name, &t, err);
+    if (rc == AG_OK) {
+        rc = rename_final(t.tmp, t.final, err);
+    }
+    return rc;
+}
+
+void store__blob_discard(StoreBlobs *b, const char *name)
+{
+    Tmp t;
+    if (tmp_paths(b, name, &t, NULL) == AG_OK) {
+        unlink(t.tmp);
+        unlink(t.final);
+    }
+}
+
+int store__blob_sync_fs(StoreBlobs *b, AgError *err)
+{
+    /* syncfs(2) writes back every dirty inode and commits the journal of
+     * the file system; since Linux 5.8 it also reports write-back errors
+     * of any file on it since the last call on this descriptor, so a blob
+     * whose pages failed to reach the disk fails the batch. */
+    if (syncfs(b->root_fd) != 0) {
+        return ag_error_errno(err, AG_ERR_IO, "fsync of the file system of "
+                              "%s (syncfs)", b->root);
+    }
+    return AG_OK;
+}
+
+bool store__blob_fault(StoreBlobs *b, const char *point, AgError *err)
+{
+    if (!ag_fault(point)) {
+        return false;
+    }
+    errno = EIO;
+    ag_error_errno(err, AG_ERR_IO, "fsync of the file system of %s (%s)",
+                   b->root, point);
+    return true;
 }
 
 int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err)

@@ -165,6 +165,9 @@ enum {
     Q_INC_SERIES,
     Q_INC_STUDY,
     Q_ASSIGN_DEPTS,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
     Q_NSTMT
 };
 
@@ -252,7 +255,12 @@ static const char *const SQL[Q_NSTMT] = {
         " UNION SELECT dept_pk, ?1, 'node' FROM nodes"
         "  WHERE aet = ?2 AND dept_pk IS NOT NULL"
         " UNION SELECT dept_pk, ?1, 'upload' FROM user_depts"
-        "  WHERE user_pk = ?7",
+        "  WHERE user_pk = ?7"
+        " UNION SELECT id, ?1, 'node' FROM departments WHERE id = ?8",
+    /* Per instance of a batch: prepared once, not parsed per instance. */
+    [Q_SAVEPOINT] = "SAVEPOINT put",
+    [Q_RELEASE] = "RELEASE put",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO put",
 };
 
 #define READERS 8
@@ -522,6 +530,17 @@ static int sq_commit(StoreIndex *ix, AgError *err)
     return rc;
 }
 
+/* synchronous=NORMAL in WAL mode: a commit writes its frames without
+ * fsync (a torn tail fails its checksums and is dropped at recovery, so
+ * the commit is lost whole or kept whole) and checkpoints still sync; the
+ * store makes the WAL durable with its syncfs before acknowledging. */
+static int sq_set_commit_sync(StoreIndex *ix, bool on, AgError *err)
+{
+    return exec(((SqliteIndex *)ix)->w, on ? "PRAGMA synchronous=FULL"
+                                           : "PRAGMA synchronous=NORMAL",
+                err);
+}
+
 static void sq_rollback(StoreIndex *ix)
 {
     exec(((SqliteIndex *)ix)->w, "ROLLBACK", NULL);
@@ -746,13 +765,13 @@ static int sq_put_instance(StoreIndex *ix, const StoreIndexInsert *in,
     SqliteIndex *x = (SqliteIndex *)ix;
     /* One instance's rows are all or nothing within the batch's
      * transaction: a failure rolls back to here and the rest commit. */
-    int rc = exec(x->w, "SAVEPOINT put", err);
+    int rc = step_done(x, stmt(x, Q_SAVEPOINT), err, "savepoint");
     if (rc == AG_OK) {
         rc = put_rows(x, in, replace, conflict, err);
         if (rc != AG_OK) {
-            exec(x->w, "ROLLBACK TO put", NULL);
+            step_done(x, stmt(x, Q_ROLLBACK_TO), NULL, "rollback");
         }
-        exec(x->w, "RELEASE put", NULL);
+        step_done(x, stmt(x, Q_RELEASE), NULL, "release");
     }
     return rc;
 }
@@ -770,6 +789,7 @@ static int assign_depts(SqliteIndex *x, const StoreIndexInsert *in,
     bind_text(st, 5, a->requesting_service);
     bind_text(st, 6, a->modality);
     sqlite3_bind_int64(st, 7, src ? src->user : 0);
+    sqlite3_bind_int64(st, 8, src ? src->dept : 0);
     return step_done(x, st, err, "department assignment");
 }
 
@@ -1403,6 +1423,7 @@ static const StoreIndexOps SQLITE_OPS = {
     .close = sq_close,
     .begin = sq_begin,
     .commit = sq_commit,
+    .set_commit_sync = sq_set_commit_sync,
     .rollback = sq_rollback,
     .find_instance = sq_find_instance,
     .put_instance = sq_put_instance,

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static int found_row(void *ctx, int ncol, const char *const *vals)
@@ -22,6 +23,7 @@ static int found_row(void *ctx, int ncol, const char *const *vals)
 }
 
 #define HARD_CAP 10000
+#define FILTER_SCAN_MAX 200000   /* rows examined for non-indexed matching */
 #define MAX_PARAMS 64
 
 typedef enum Kind {
@@ -260,7 +262,7 @@ static void visible_studies(Builder *b, const StoreScope *sc,
         add(b, ")");
     }
     add(b, ")");
-    if (user) {
+    if (user && !sc->no_glass) {
         add(b, " UNION SELECT study_pk FROM break_glass WHERE user_pk = ");
         ref(b, r->user);
         add(b, " AND expires_at > ");
@@ -534,10 +536,252 @@ static int check_hierarchy(const StoreQuery *q, AgArena *a, AgError *err)
     return AG_OK;
 }
 
+/* ---- keys the index does not hold (PS3.4 C.2.2.2, C.4.1.1.3.1) --------
+ *
+ * Return keys and matching keys that are not columns of the index are
+ * answered from the DICOM JSON kept for each instance (of the matching
+ * instance at IMAGE level, of the level's first instance above it):
+ * return keys get their values instead of coming back empty, and
+ * matching keys — including sequence matching (C.2.2.2.6) — filter the
+ * rows after the SQL.  Such queries read one metadata document per row,
+ * so they are slower than indexed ones; limit and offset are then applied
+ * after the filter, so paging stays exact.
+ */
+
+/* Representative instance of a row, per level. */
+static const char *const REP[] = {
+    [STORE_LEVEL_PATIENT] =
+        ("(SELECT m.json FROM instance_meta m WHERE m.instance_pk ="
+         " (SELECT min(x.id) FROM instances x JOIN series y ON x.series_pk ="
+         " y.id JOIN studies z ON y.study_pk = z.id WHERE z.patient_pk ="
+         " p.id))"),
+    [STORE_LEVEL_STUDY] =
+        ("(SELECT m.json FROM instance_meta m WHERE m.instance_pk ="
+         " (SELECT min(x.id) FROM instances x JOIN series y ON x.series_pk ="
+         " y.id WHERE y.study_pk = t.id))"),
+    [STORE_LEVEL_SERIES] =
+        ("(SELECT m.json FROM instance_meta m WHERE m.instance_pk ="
+         " (SELECT min(x.id) FROM instances x WHERE x.series_pk = s.id))"),
+    [STORE_LEVEL_INSTANCE] =
+        "(SELECT m.json FROM instance_meta m WHERE m.instance_pk = i.id)",
+};
+
+static bool skip_key(uint32_t tag)
+{
+    return DICOM_TAG_GROUP(tag) <= 0x0002 || tag == 0x00080005 ||
+           tag == 0x00080052 || (DICOM_TAG_GROUP(tag) & 1) != 0;
+}
+
+/* Is the key (or, for a sequence, any key inside its item) non-empty? */
+static bool key_has_value(const DicomElement *el)
+{
+    if (el->vr != DICOM_VR_SQ) {
+        return el->length > 0;
+    }
+    for (uint32_t i = 0; i < el->nitems; i++) {
+        size_t n = dicom_dataset_count(el->items[i]);
+        for (size_t k = 0; k < n; k++) {
+            if (key_has_value(dicom_dataset_at(el->items[i], k))) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Glob with '*' and '?' (C.2.2.2.4), optionally ignoring ASCII case. */
+static bool glob(const char *p, const char *s, bool fold)
+{
+    const char *star = NULL, *back = NULL;
+    while (*s != '\0') {
+        char pc = fold ? (char)toupper((unsigned char)*p) : *p;
+        char sc = fold ? (char)toupper((unsigned char)*s) : *s;
+        if (*p == '?' || (*p != '*' && *p != '\0' && pc == sc)) {
+            p++;
+            s++;
+        } else if (*p == '*') {
+            star = p++;
+            back = s;
+        } else if (star != NULL) {
+            p = star + 1;
+            s = ++back;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*') {
+        p++;
+    }
+    return *p == '\0';
+}
+
+static char *trim(char *v)
+{
+    while (*v == ' ') {
+        v++;
+    }
+    size_t n = strlen(v);
+    while (n > 0 && v[n - 1] == ' ') {
+        v[--n] = '\0';
+    }
+    return v;
+}
+
+/* One stored value against one key value of vr (C.2.2.2.1–5). */
+static bool match_one(const char *key, const char *val, DicomVR vr,
+                      bool fuzzy)
+{
+    bool fold = vr == DICOM_VR_PN && fuzzy;
+    if (vr == DICOM_VR_DA || vr == DICOM_VR_TM || vr == DICOM_VR_DT) {
+        const char *dash = strchr(key, '-');
+        if (dash != NULL) {
+            size_t lo = (size_t)(dash - key);
+            bool ok = lo == 0 || strncmp(val, key, lo) >= 0;
+            if (ok && dash[1] != '\0') {
+                size_t hn = strlen(dash + 1);
+                /* the upper bound is inclusive of everything it prefixes */
+                ok = strncmp(val, dash + 1, hn) <= 0;
+            }
+            return ok;
+        }
+    }
+    if (strpbrk(key, "*?") != NULL && vr != DICOM_VR_UI) {
+        return glob(key, val, fold);
+    }
+    return fold ? strcasecmp(key, val) == 0 : strcmp(key, val) == 0;
+}
+
+static bool match_element(const DicomDataset *kds, const DicomElement *k,
+                          const DicomDataset *sds, bool fuzzy, AgArena *a);
+
+/* Every non-empty key of the key item matches in item s. */
+static bool match_item(const DicomDataset *key, const DicomDataset *s,
+                       bool fuzzy, AgArena *a)
+{
+    size_t n = dicom_dataset_count(key);
+    for (size_t i = 0; i < n; i++) {
+        const DicomElement *k = dicom_dataset_at(key, i);
+        if (!skip_key(k->tag) && key_has_value(k) &&
+            !match_element(key, k, s, fuzzy, a)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool match_element(const DicomDataset *kds, const DicomElement *k,
+                          const DicomDataset *sds, bool fuzzy, AgArena *a)
+{
+    const DicomElement *s = dicom_dataset_find(sds, k->tag);
+    if (s == NULL) {
+        return false;
+    }
+    if (k->vr == DICOM_VR_SQ) {
+        /* C.2.2.2.6: an item of the stored sequence matches the key's. */
+        for (uint32_t i = 0; s->vr == DICOM_VR_SQ && i < s->nitems; i++) {
+            if (match_item(k->items[0], s->items[i], fuzzy, a)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    char *kv = NULL, *sv = NULL;
+    if (dicom_element_utf8(kds, k, a, &kv, NULL) != AG_OK ||
+        dicom_element_utf8(sds, s, a, &sv, NULL) != AG_OK || sv == NULL) {
+        return false;
+    }
+    kv = trim(kv);
+    if (kv[0] == '\0') {
+        return true;
+    }
+    /* Several stored values: any may match; a UID key may list several. */
+    for (char *save = NULL, *v = strtok_r(sv, "\\", &save); v != NULL;
+         v = strtok_r(NULL, "\\", &save)) {
+        v = trim(v);
+        if (k->vr != DICOM_VR_UI) {
+            if (match_one(kv, v, k->vr, fuzzy)) {
+                return true;
+            }
+            continue;
+        }
+        char *list = ag_arena_strdup(a, kv);
+        for (char *s2 = NULL, *u = list ? strtok_r(list, "\\", &s2) : NULL;
+             u != NULL; u = strtok_r(NULL, "\\", &s2)) {
+            if (strcmp(trim(u), v) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The keys the index does not hold, against the metadata document. */
+static bool match_extras(const DicomDataset *keys, const DicomDataset *meta,
+                         bool fuzzy, AgArena *a)
+{
+    size_t n = dicom_dataset_count(keys);
+    for (size_t i = 0; i < n; i++) {
+        const DicomElement *k = dicom_dataset_at(keys, i);
+        if (!skip_key(k->tag) && find_attr(k->tag) == NULL &&
+            key_has_value(k) && !match_element(keys, k, meta, fuzzy, a)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Put the stored value of key k into the response out: the element for
+ * plain keys; for a sequence, each stored item reduced to the keys of the
+ * key's item (C.2.2.2.6). */
+static int copy_return(DicomDataset *out, const DicomDataset *kds,
+                       const DicomElement *k, const DicomDataset *sds,
+                       AgArena *a)
+{
+    const DicomElement *s = dicom_dataset_find(sds, k->tag);
+    if (s == NULL) {
+        return AG_OK;   /* stays empty */
+    }
+    if (k->vr != DICOM_VR_SQ || s->vr != DICOM_VR_SQ) {
+        if (s->vr == DICOM_VR_SQ || k->vr == DICOM_VR_SQ) {
+            return AG_OK;
+        }
+        const DicomVRInfo *vi = dicom_vr_info(s->vr);
+        if (vi != NULL && (vi->kind == DICOM_VRK_STRING ||
+                           vi->kind == DICOM_VRK_TEXT)) {
+            char *v = NULL;
+            if (dicom_element_utf8(sds, s, a, &v, NULL) != AG_OK) {
+                return AG_OK;
+            }
+            return dicom_set_string(out, k->tag, s->vr, v, NULL);
+        }
+        return dicom_set_bytes(out, k->tag, s->vr, s->value, s->length,
+                               NULL);
+    }
+    DicomElement *sq;
+    int rc = dicom_set_sequence(out, k->tag, &sq, NULL);
+    const DicomDataset *want = k->nitems > 0 ? k->items[0] : NULL;
+    for (uint32_t i = 0; rc == AG_OK && i < s->nitems; i++) {
+        DicomDataset *item;
+        rc = dicom_sequence_append(out, sq, &item, NULL);
+        size_t n = want ? dicom_dataset_count(want) : 0;
+        for (size_t j = 0; rc == AG_OK && j < n; j++) {
+            const DicomElement *kk = dicom_dataset_at(want, j);
+            if (!skip_key(kk->tag)) {
+                rc = copy_return(item, want, kk, s->items[i], a);
+            }
+        }
+    }
+    (void)kds;
+    return rc;
+}
+
 typedef struct Run {
     const StoreQuery *q;
     const Attr *cols[NATTRS];
     int ncols;
+    bool extra;              /* keys answered from metadata (last column) */
+    bool filter;             /* ... some of them match */
+    uint32_t skip;           /* offset applied after the filter */
     StoreMatchFn fn;
     void *ctx;
     uint32_t limit;
@@ -551,18 +795,37 @@ typedef struct Run {
 static int emit_row(void *ctx, int ncol, const char *const *vals)
 {
     Run *r = ctx;
-    if (r->seen == r->limit) {
-        r->more = true;
-        return 1;
-    }
-    r->seen++;
-    AgArena *a = ag_arena_create(4 << 20);
+    AgArena *a = ag_arena_create(16 << 20);
     DicomDataset *ds = a ? dicom_dataset_create(a) : NULL;
     if (ds == NULL) {
         ag_arena_destroy(a);
         r->rc = ag_error_set(r->err, AG_ERR_NOMEM, "query: out of memory");
         return 1;
     }
+    DicomDataset *meta = NULL;
+    if (r->extra) {
+        const char *json = vals[ncol - 1];
+        if (json == NULL || dicom_json_read(json, strlen(json), a, &meta,
+                                            NULL) != AG_OK) {
+            meta = NULL;
+        }
+        if (r->filter && (meta == NULL ||
+                          !match_extras(r->q->keys, meta, r->q->fuzzy, a))) {
+            ag_arena_destroy(a);
+            return 0;   /* filtered out: not counted */
+        }
+        if (r->skip > 0) {
+            r->skip--;
+            ag_arena_destroy(a);
+            return 0;
+        }
+    }
+    if (r->seen == r->limit) {
+        r->more = true;
+        ag_arena_destroy(a);
+        return 1;
+    }
+    r->seen++;
     static const char *const LEVELS[] = {"PATIENT", "STUDY", "SERIES",
                                          "IMAGE"};
     int rc = dicom_set_string(ds, DICOM_TAG_SPECIFIC_CHARACTER_SET,
@@ -602,6 +865,12 @@ static int emit_row(void *ctx, int ncol, const char *const *vals)
             rc = dicom_set_ints(ds, at->tag, vr, &v, 1, NULL);
         } else {
             rc = dicom_set_string(ds, at->tag, vr, vals[c], NULL);
+        }
+    }
+    for (size_t k = 0; meta != NULL && k < nk && rc == AG_OK; k++) {
+        const DicomElement *key = dicom_dataset_at(r->q->keys, k);
+        if (!skip_key(key->tag) && find_attr(key->tag) == NULL) {
+            rc = copy_return(ds, r->q->keys, key, meta, a);
         }
     }
     if (rc != AG_OK) {
@@ -649,6 +918,23 @@ int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
             run.cols[run.ncols++] = &ATTRS[i];
         }
     }
+    size_t nkeys = dicom_dataset_count(q->keys);
+    for (size_t i = 0; i < nkeys; i++) {
+        const DicomElement *el = dicom_dataset_at(q->keys, i);
+        const Attr *at = find_attr(el->tag);
+        if (skip_key(el->tag) || (at != NULL && available(at, q->level))) {
+            continue;
+        }
+        if (at == NULL) {
+            run.extra = true;
+            run.filter |= key_has_value(el);
+        }
+    }
+    if (run.extra) {
+        add(&b, run.ncols > 0 ? ", " : "");
+        add(&b, REP[q->level]);
+        run.skip = q->offset;
+    }
     add(&b, FROM[q->level]);
     add(&b, " WHERE 1 = 1");
     scope_filter(&b, sc, &refs, q->level);
@@ -668,7 +954,14 @@ int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
         condition(&b, at, v, q->fuzzy);
     }
     char lim[64];
-    ag_fmt(lim, sizeof lim, " LIMIT %u OFFSET %u", run.limit + 1, q->offset);
+    if (run.filter) {
+        /* Matching after the SQL: scan a bounded number of rows. */
+        ag_fmt(lim, sizeof lim, " LIMIT %u", FILTER_SCAN_MAX);
+    } else {
+        ag_fmt(lim, sizeof lim, " LIMIT %u OFFSET %u", run.limit + 1,
+               q->offset);
+        run.skip = 0;
+    }
     add(&b, ORDER[q->level]);
     add(&b, lim);
     int rc = b.rc;

@@ -2,13 +2,16 @@
  * store.c — the archive core: open/close, the ingest pipeline with group
  * commit, delete, listing and the integrity check.
  *
- * Ingest in the caller's thread: parse the header (pixels left in the
- * file), validate, build the instance's DICOM JSON, write and fsync the
- * blob and its directory — in parallel across callers.  Then the job goes
- * to the commit thread, which takes every job waiting, applies the
- * duplicate policy and inserts the rows in ONE transaction, commits (one
- * WAL fsync), and wakes the callers.  The index therefore costs one fsync
- * per batch, not one per instance.
+ * Ingest in the caller's thread: read the file (small ones whole, into
+ * memory: one read, parsed, hashed and written from the same bytes; large
+ * ones streamed, pixels left in the file), parse the header, validate,
+ * build the instance's DICOM JSON and write the blob — in parallel across
+ * callers.  Then the job goes through the commit pipeline (two threads,
+ * below), which makes durable, in this order (SECURITY.md rule 4): the
+ * blob's bytes, its name, the index rows (one transaction per batch, the
+ * duplicate policy applied there); only then is the caller told.  A crash
+ * at any point leaves no index row pointing to a blob that is not durable,
+ * and nothing acknowledged that is not durable.
  */
 #include "store_int.h"
 
@@ -23,8 +26,30 @@
 #define MAX_LISTENERS 16
 #define HEADER_BUDGET ((size_t)256 << 20)
 #define BULK_INLINE_MAX 1024     /* larger values: BulkDataURI in metadata */
+/* Files up to this size are read whole and written from memory (a single
+ * CT slice fits); larger ones are streamed so that memory per ingest stays
+ * bounded whatever the instance's size (DESIGN.md §4). */
+#define INLINE_FILE_MAX ((size_t)1 << 20)
+/*
+ * STORE_SYNC_FILESYSTEM adapts to the load.  With fewer than FEW_IN_FLIGHT
+ * instances in the pipeline (a few DIMSE associations), each writer
+ * fdatasyncs and renames its own blob — in parallel, and cheaper than a
+ * syncfs for one file — and up to CHEAP_SYNC_MAX renamed blobs get their
+ * directories fsynced; batches under DEFER_MIN commit durably themselves.
+ * With more (an import, many associations), blobs wait unsynced and one
+ * syncfs per cycle serves them all.
+ */
+#define FEW_IN_FLIGHT 8
+#define CHEAP_SYNC_MAX 4
+#define DEFER_MIN 8
 
-typedef struct Job {
+/* A FIFO of jobs, linked through Job.next. */
+typedef struct Job Job;
+typedef struct JobQueue {
+    Job *head, *tail;
+} JobQueue;
+
+struct Job {
     /* in */
     StoreAttrs attrs;
     const StoreSource *src;
@@ -38,31 +63,61 @@ typedef struct Job {
     StoreOutcome outcome;
     bool conflict;
     bool drop_new_blob;   /* duplicate or failure: remove what we wrote */
+    bool published;       /* the writer synced and renamed the blob */
     bool done;
-    struct Job *next;
-} Job;
+    pthread_cond_t done_cv;   /* done became true (its caller waits) */
+    /* Asynchronous ingest: the job lives in its arena, and done_fn is
+     * told the verdict instead of a caller being woken. */
+    StoreIngestDone done_fn;
+    void *done_ctx;
+    AgArena *arena;
+    Job *next;
+};
 
+/*
+ * Two threads make batches durable, so that the flushes of one batch
+ * overlap the index work of the next; jobs keep their order through both.
+ *   settler    makes written blobs durable under their final names and
+ *              hands them to the committer (and, when the index commit is
+ *              deferred, makes committed rows durable);
+ *   committer  indexes settled jobs in one transaction and commits.
+ * With STORE_SYNC_FILESYSTEM each settler cycle is ONE syncfs(2) that
+ * serves three batches at once: the bytes of the blobs just written, the
+ * names of those renamed after the previous cycle, and the index rows
+ * committed since (SQLite's WAL lives on the same file system; the commit
+ * itself does not fsync, and no caller hears of its rows before this
+ * syncfs).  A cycle costs one flush whatever the batch sizes.
+ */
 struct Store {
     StoreConfig cfg;
     char data_dir[AG_PATH_MAX];
     StoreBlobs *blobs;
     StoreIndex *index;
-    /* commit thread */
-    pthread_t committer;
-    bool started;
-    pthread_mutex_t lock;         /* queue, done flags, stop */
-    pthread_cond_t queue_cv;
-    pthread_cond_t done_cv;
-    Job *head, *tail;
+    pthread_t settler, committer;
+    bool settler_started, started;
+    /* The index commit leaves its fsync to the settler's syncfs. */
+    bool defer_index_sync;
+    pthread_mutex_t lock;         /* queues, counters, done flags, stop */
+    pthread_cond_t written_cv;    /* work for the settler, or stop */
+    pthread_cond_t queue_cv;      /* settled has jobs, or stop */
+    pthread_cond_t durable_cv;    /* durable_seq moved */
+    JobQueue written;             /* blobs written as name.tmp */
+    JobQueue renamed;             /* blobs under their names, not synced */
+    JobQueue settled;             /* blobs durable: for the committer */
+    JobQueue committed;           /* rows committed, awaiting the syncfs */
+    uint64_t in_flight;           /* jobs submitted, not done */
+    /* Deferred index commits: started, finished, and made durable. */
+    uint64_t begun_seq, done_seq, durable_seq;
     bool stop;
     pthread_mutex_t write_lock;   /* the index writer connection */
-    Job **batch;                  /* the commit thread's current batch */
+    Job **batch;                  /* the committer's current batch */
     uint32_t batch_max;
     struct {
         StoreListener fn;
         void *ctx;
     } listeners[MAX_LISTENERS];
     int nlisteners;
+    StoreCommitStats cstats;      /* under lock; for /metrics */
 };
 
 /* ---- trash: blobs whose rows are gone ---------------------------------- */
@@ -107,8 +162,10 @@ static void wait_done(Store *s, Job *j);
 /* Queue a job and wait until the commit thread has decided it. */
 static void submit(Store *s, Job *j)
 {
+    pthread_cond_init(&j->done_cv, NULL);
     enqueue(s, j);
     wait_done(s, j);
+    pthread_cond_destroy(&j->done_cv);
 }
 
 static void publish(Store *s, const Job *j, const StoreResult *res)
@@ -181,18 +238,335 @@ static void apply_one(Store *s, Job *j)
     }
 }
 
-static void process_batch(Store *s, Job **jobs, int n)
+/* ---- the commit pipeline -------------------------------------------------- */
+
+static void put_job(JobQueue *q, Job *j)
 {
+    j->next = NULL;
+    if (q->tail != NULL) {
+        q->tail->next = j;
+    } else {
+        q->head = j;
+    }
+    q->tail = j;
+}
+
+/* The whole queue as a list (linked through next); q is emptied. */
+static Job *take_all(JobQueue *q)
+{
+    Job *list = q->head;
+    q->head = q->tail = NULL;
+    return list;
+}
+
+static void fail_list(Job *list, const AgError *e)
+{
+    for (Job *j = list; j != NULL; j = j->next) {
+        if (j->rc == AG_OK) {
+            fail_job(j, e);
+        }
+    }
+}
+
+/*
+ * The verdict on these jobs is final and durable: remove what failed or
+ * duplicate stores wrote, tell the listeners (in order), wake the callers.
+ * A job belongs to its caller's stack: it is not touched once done.
+ */
+static void finish_jobs(Store *s, Job *list)
+{
+    for (Job *j = list; j != NULL; j = j->next) {
+        if (j->drop_new_blob) {
+            store__blob_discard(s->blobs, j->blob_name);
+        }
+    }
+    for (Job *j = list; j != NULL; j = j->next) {
+        if (j->rc == AG_OK && j->outcome != STORE_DUPLICATE) {
+            StoreResult r;
+            fill_result(j, &r);
+            publish(s, j, &r);
+        }
+    }
+    /* Asynchronous callers are told outside the lock; their jobs die with
+     * their arenas. */
+    Job *waiting = NULL, **wt = &waiting;
+    uint64_t told = 0;
+    for (Job *j = list, *next; j != NULL; j = next) {
+        next = j->next;
+        if (j->done_fn == NULL) {
+            j->next = NULL;
+            *wt = j;
+            wt = &j->next;
+            continue;
+        }
+        StoreResult r;
+        fill_result(j, &r);
+        AgArena *a = j->arena;
+        j->done_fn(j->done_ctx, j->rc, j->rc == AG_OK ? &r : NULL,
+                   j->rc == AG_OK ? NULL : &j->err);
+        ag_arena_destroy(a);
+        told++;
+    }
+    pthread_mutex_lock(&s->lock);
+    for (Job *j = waiting, *next; j != NULL; j = next) {
+        next = j->next;
+        j->done = true;
+        pthread_cond_signal(&j->done_cv);
+        told++;
+    }
+    s->in_flight -= told;
+    if (s->in_flight == 0 && s->stop) {
+        pthread_cond_broadcast(&s->written_cv);
+        pthread_cond_broadcast(&s->queue_cv);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Split off the failed jobs of a list and finish them now; the rest goes
+ * on, in order. */
+static Job *keep_live(Store *s, Job *list)
+{
+    Job *live = NULL, **lt = &live, *dead = NULL, **dt = &dead;
+    for (Job *j = list, *next; j != NULL; j = next) {
+        next = j->next;
+        j->next = NULL;
+        if (j->rc == AG_OK) {
+            *lt = j;
+            lt = &j->next;
+        } else {
+            *dt = j;
+            dt = &j->next;
+        }
+    }
+    if (dead != NULL) {
+        finish_jobs(s, dead);
+    }
+    return live;
+}
+
+static int dir_of(const char *blob_name)
+{
+    int v = 0;
+    for (int i = 0; i < 2; i++) {
+        char c = blob_name[i];
+        v = v * 16 + (c >= 'a' ? c - 'a' + 10 : c - '0');
+    }
+    return v & 0xff;
+}
+
+/* STORE_SYNC_FILES: each blob was fdatasynced and renamed by its caller;
+ * one fsync per touched directory makes the names durable. */
+static void settle_dirs(Store *s, Job *list)
+{
+    bool synced[256] = {false};
+    for (Job *j = list; j != NULL; j = j->next) {
+        int d = dir_of(j->blob_name);
+        if (j->rc != AG_OK || synced[d]) {
+            continue;
+        }
+        synced[d] = true;
+        AgError e;
+        if (store__blob_sync_dir(s->blobs, j->blob_name, &e) == AG_OK) {
+            continue;
+        }
+        for (Job *k = j; k != NULL; k = k->next) {
+            if (k->rc == AG_OK && dir_of(k->blob_name) == d) {
+                fail_job(k, &e);
+            }
+        }
+    }
+}
+
+/*
+ * Rows committed without their fsync whose syncfs failed: nobody has been
+ * told they are stored, and nobody will be.  Take them back out of the
+ * index (best effort: the file system just failed a flush).
+ */
+static void withdraw(Store *s, Job *list, const AgError *e)
+{
+    for (Job *j = list; j != NULL; j = j->next) {
+        if (j->rc == AG_OK && j->outcome != STORE_DUPLICATE) {
+            uint64_t n;
+            store_delete(s, STORE_LEVEL_INSTANCE, j->attrs.sop_uid, &n, NULL);
+            ag_log(AG_LOG_ERROR, "store", "file system flush failed for %s: "
+                   "%s; instance withdrawn", j->attrs.sop_uid, e->msg);
+        }
+    }
+    fail_list(list, e);
+}
+
+/* The rows of list are durable: replaced blobs may go now. */
+static void rows_durable(Store *s, Job *list)
+{
+    for (Job *j = list; j != NULL; j = j->next) {
+        if (j->rc == AG_OK && j->outcome == STORE_REPLACED) {
+            pthread_mutex_lock(&s->write_lock);
+            empty_trash(s);
+            pthread_mutex_unlock(&s->write_lock);
+            break;
+        }
+    }
+    finish_jobs(s, list);
+}
+
+/* Move the live jobs of list to the committer, in order. */
+static void to_committer(Store *s, Job *list)
+{
+    list = keep_live(s, list);
+    if (list == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    for (Job *j = list, *next; j != NULL; j = next) {
+        next = j->next;
+        put_job(&s->settled, j);
+    }
+    pthread_cond_signal(&s->queue_cv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Few renamed blobs and nothing else to sync: their directories' fsyncs
+ * cost less than a syncfs (which walks every dirty inode). */
+static bool dirs_are_cheaper(const Job *w, const Job *r, const Job *c)
+{
+    if (w != NULL || c != NULL) {
+        return false;
+    }
+    int n = 0;
+    for (const Job *j = r; j != NULL; j = j->next) {
+        if (++n > CHEAP_SYNC_MAX) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * One settler cycle.  w: blobs written as name.tmp, bytes not durable;
+ * r: blobs under their final names, names not durable; c: rows committed
+ * without fsync.  ONE syncfs makes all of it durable (or, for a few names
+ * alone, their directories' fsyncs); then c is done, r goes to the
+ * committer, and w is renamed, to be r of the next cycle.
+ */
+static void settle_cycle(Store *s, Job *w, Job *r, Job *c, uint64_t seq)
+{
+    AgError e;
+    if (s->cfg.sync == STORE_SYNC_FILES || dirs_are_cheaper(w, r, c)) {
+        settle_dirs(s, r);
+    } else if (store__blob_sync_fs(s->blobs, &e) != AG_OK) {
+        fail_list(w, &e);
+        fail_list(r, &e);
+        withdraw(s, c, &e);
+    } else {
+        /* Fault points: the flush of the bytes, of the names. */
+        if (w != NULL && store__blob_fault(s->blobs, "blob.fsync", &e)) {
+            fail_list(w, &e);
+        }
+        if (r != NULL && store__blob_fault(s->blobs, "blob.dirsync", &e)) {
+            fail_list(r, &e);
+        }
+    }
+    rows_durable(s, c);
+    pthread_mutex_lock(&s->lock);
+    s->durable_seq = seq;
+    pthread_cond_broadcast(&s->durable_cv);
+    pthread_mutex_unlock(&s->lock);
+    to_committer(s, r);
+    for (Job *j = w; j != NULL; j = j->next) {
+        AgError pe;
+        if (j->rc == AG_OK &&
+            store__blob_publish(s->blobs, j->blob_name, &pe) != AG_OK) {
+            fail_job(j, &pe);
+        }
+    }
+    w = keep_live(s, w);
+    pthread_mutex_lock(&s->lock);
+    for (Job *j = w, *next; j != NULL; j = next) {
+        next = j->next;
+        put_job(&s->renamed, j);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Caller holds s->lock. */
+static bool settler_idle(const Store *s)
+{
+    return s->written.head == NULL && s->renamed.head == NULL &&
+           s->committed.head == NULL && s->durable_seq == s->done_seq;
+}
+
+/* The blobs first: the index must never point to a blob that a crash
+ * could take away (SECURITY.md rule 4). */
+static void *settle_main(void *arg)
+{
+    Store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (settler_idle(s) && !(s->stop && s->in_flight == 0)) {
+            pthread_cond_wait(&s->written_cv, &s->lock);
+        }
+        if (settler_idle(s)) {
+            break;   /* stopping, and nothing in flight */
+        }
+        /* Everything waiting now shares this cycle. */
+        Job *w = take_all(&s->written);
+        Job *r = take_all(&s->renamed);
+        Job *c = take_all(&s->committed);
+        uint64_t seq = s->done_seq;
+        pthread_mutex_unlock(&s->lock);
+        settle_cycle(s, w, r, c, seq);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Move up to max jobs from q into out, in order, linked as a list. */
+static int take_jobs(JobQueue *q, Job **out, uint32_t max)
+{
+    int n = 0;
+    while (q->head != NULL && (uint32_t)n < max) {
+        out[n++] = q->head;
+        q->head = q->head->next;
+    }
+    if (q->head == NULL) {
+        q->tail = NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i]->next = i + 1 < n ? out[i + 1] : NULL;
+    }
+    return n;
+}
+
+/*
+ * Index a settled batch in one transaction: its blobs are durable under
+ * their final names, so the rows may point to them (SECURITY.md rule 4).
+ * deferred: the commit does not wait for stable storage; the settler's
+ * next syncfs does, before anyone is told.
+ */
+static int process_batch(Store *s, Job **jobs, int n, bool deferred)
+{
+    StoreIndex *ix = s->index;
     pthread_mutex_lock(&s->write_lock);
     AgError e;
-    int rc = s->index->ops->begin(s->index, &e);
+    int rc = deferred ? ix->ops->set_commit_sync(ix, false, &e) : AG_OK;
+    if (rc == AG_OK) {
+        rc = ix->ops->begin(ix, &e);
+    }
     for (int i = 0; i < n && rc == AG_OK; i++) {
         if (jobs[i]->rc == AG_OK) {
             apply_one(s, jobs[i]);
         }
     }
     if (rc == AG_OK) {
-        rc = s->index->ops->commit(s->index, &e);
+        rc = ix->ops->commit(ix, &e);
+    }
+    if (deferred) {
+        /* Every other writer (delete, nodes, users) commits durably. */
+        AgError se;
+        if (ix->ops->set_commit_sync(ix, true, &se) != AG_OK) {
+            ag_log(AG_LOG_ERROR, "store", "index: %s", se.msg);
+        }
     }
     if (rc != AG_OK) {
         /* Nothing of the batch is indexed: every job fails, and the blobs
@@ -202,23 +576,11 @@ static void process_batch(Store *s, Job **jobs, int n)
                 fail_job(jobs[i], &e);
             }
         }
-    }
-    for (int i = 0; i < n; i++) {
-        if (jobs[i]->drop_new_blob) {
-            store__blob_remove(s->blobs, jobs[i]->blob_name, NULL);
-        }
-    }
-    if (rc == AG_OK) {
+    } else if (!deferred) {
         empty_trash(s);   /* blobs replaced in this batch */
     }
     pthread_mutex_unlock(&s->write_lock);
-    for (int i = 0; i < n; i++) {
-        if (jobs[i]->rc == AG_OK && jobs[i]->outcome != STORE_DUPLICATE) {
-            StoreResult r;
-            fill_result(jobs[i], &r);
-            publish(s, jobs[i], &r);
-        }
-    }
+    return rc;
 }
 
 static void *commit_main(void *arg)
@@ -226,34 +588,67 @@ static void *commit_main(void *arg)
     Store *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (s->head == NULL && !s->stop) {
+        while (s->settled.head == NULL && !(s->stop && s->in_flight == 0)) {
             pthread_cond_wait(&s->queue_cv, &s->lock);
         }
-        if (s->head == NULL) {
-            break;   /* stopping, and nothing left to commit */
+        if (s->settled.head == NULL) {
+            break;   /* stopping, and nothing in flight */
         }
-        /* Everything waiting now becomes one transaction. */
-        int n = 0;
-        while (s->head != NULL && (uint32_t)n < s->batch_max) {
-            s->batch[n++] = s->head;
-            s->head = s->head->next;
+        /* Everything settled by now becomes one transaction. */
+        int n = take_jobs(&s->settled, s->batch, s->batch_max);
+        s->cstats.queued -= (uint64_t)n;
+        s->cstats.batches++;
+        s->cstats.batched += (uint64_t)n;
+        if ((uint64_t)n > s->cstats.max_batch) {
+            s->cstats.max_batch = (uint64_t)n;
         }
-        if (s->head == NULL) {
-            s->tail = NULL;
+        /* A large batch leaves its fsync to the settler's next syncfs,
+         * which runs anyway; a small one (few senders waiting on each
+         * other) commits durably at once, which is quicker for them —
+         * unless an earlier batch still waits for its syncfs: verdicts and
+         * events keep commit order. */
+        bool deferred = s->defer_index_sync &&
+                        (n >= DEFER_MIN || s->durable_seq != s->done_seq);
+        if (deferred) {
+            s->begun_seq++;   /* rows may be visible from now on */
         }
         pthread_mutex_unlock(&s->lock);
-        process_batch(s, s->batch, n);
+        int rc = process_batch(s, s->batch, n, deferred);
         pthread_mutex_lock(&s->lock);
-        for (int i = 0; i < n; i++) {
-            s->batch[i]->done = true;
+        if (deferred) {
+            s->done_seq++;
         }
-        pthread_cond_broadcast(&s->done_cv);
+        if (deferred && rc == AG_OK) {
+            /* Done once the settler's next syncfs covers the WAL. */
+            for (int i = 0; i < n; i++) {
+                put_job(&s->committed, s->batch[i]);
+            }
+            pthread_cond_signal(&s->written_cv);
+            continue;
+        }
+        if (deferred) {
+            pthread_cond_signal(&s->written_cv);   /* durable_seq moves */
+        }
+        pthread_mutex_unlock(&s->lock);
+        finish_jobs(s, s->batch[0]);
+        pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
 }
 
 /* ---- open / close --------------------------------------------------------- */
+
+/* Is the index (and its WAL beside it) on the blobs' file system, so that
+ * the settler's syncfs covers it? */
+static bool same_file_system(const char *index_path, const char *data_dir)
+{
+    char blobs[AG_PATH_MAX];
+    ag_fmt(blobs, sizeof blobs, "%s/blobs", data_dir);
+    struct stat a, b;
+    return stat(index_path, &a) == 0 && stat(blobs, &b) == 0 &&
+           a.st_dev == b.st_dev;
+}
 
 int store_open(const StoreConfig *cfg, Store **out, AgError *err)
 {
@@ -269,8 +664,9 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
     s->cfg.data_dir = s->data_dir;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
+    pthread_cond_init(&s->written_cv, NULL);
     pthread_cond_init(&s->queue_cv, NULL);
-    pthread_cond_init(&s->done_cv, NULL);
+    pthread_cond_init(&s->durable_cv, NULL);
     int rc = AG_OK;
     struct stat st;
     if (cfg->read_only) {
@@ -295,12 +691,23 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
         rc = ag_error_set(err, AG_ERR_NOMEM, "store: out of memory");
     }
     if (rc == AG_OK && !cfg->read_only) {
+        s->defer_index_sync = cfg->sync == STORE_SYNC_FILESYSTEM &&
+                              s->index->ops->set_commit_sync != NULL &&
+                              same_file_system(path, s->data_dir);
         empty_trash(s);   /* finish deletions a crash interrupted */
         if (pthread_create(&s->committer, NULL, commit_main, s) != 0) {
             rc = ag_error_set(err, AG_ERR_NOMEM, "cannot start commit "
                               "thread");
         } else {
             s->started = true;
+        }
+    }
+    if (rc == AG_OK && !cfg->read_only) {
+        if (pthread_create(&s->settler, NULL, settle_main, s) != 0) {
+            rc = ag_error_set(err, AG_ERR_NOMEM, "cannot start commit "
+                              "thread");
+        } else {
+            s->settler_started = true;
         }
     }
     if (rc != AG_OK) {
@@ -316,11 +723,16 @@ void store_close(Store *s)
     if (s == NULL) {
         return;
     }
+    /* Both threads drain what is in flight, then stop. */
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_broadcast(&s->written_cv);
+    pthread_cond_broadcast(&s->queue_cv);
+    pthread_mutex_unlock(&s->lock);
+    if (s->settler_started) {
+        pthread_join(s->settler, NULL);
+    }
     if (s->started) {
-        pthread_mutex_lock(&s->lock);
-        s->stop = true;
-        pthread_cond_broadcast(&s->queue_cv);
-        pthread_mutex_unlock(&s->lock);
         pthread_join(s->committer, NULL);
     }
     if (s->index != NULL) {
@@ -328,8 +740,9 @@ void store_close(Store *s)
     }
     store__blobs_close(s->blobs);
     ag_free(s->batch);
+    pthread_cond_destroy(&s->written_cv);
     pthread_cond_destroy(&s->queue_cv);
-    pthread_cond_destroy(&s->done_cv);
+    pthread_cond_destroy(&s->durable_cv);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->write_lock);
     ag_free(s);
@@ -421,14 +834,10 @@ static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
 static void enqueue(Store *s, Job *j)
 {
     pthread_mutex_lock(&s->lock);
-    j->next = NULL;
-    if (s->tail != NULL) {
-        s->tail->next = j;
-    } else {
-        s->head = j;
-    }
-    s->tail = j;
-    pthread_cond_signal(&s->queue_cv);
+    put_job(j->published ? &s->renamed : &s->written, j);
+    s->in_flight++;
+    s->cstats.queued++;
+    pthread_cond_signal(&s->written_cv);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -436,7 +845,22 @@ static void wait_done(Store *s, Job *j)
 {
     pthread_mutex_lock(&s->lock);
     while (!j->done) {
-        pthread_cond_wait(&s->done_cv, &s->lock);
+        pthread_cond_wait(&j->done_cv, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * A row read from the index may come from a commit whose syncfs has not
+ * run yet (deferred index sync): wait for it before answering from it, so
+ * that "already stored" is never said of an instance a crash could lose.
+ */
+static void wait_durable(Store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t seen = s->begun_seq;
+    while (s->durable_seq < seen) {
+        pthread_cond_wait(&s->durable_cv, &s->lock);
     }
     pthread_mutex_unlock(&s->lock);
 }
@@ -475,60 +899,12 @@ static int early_duplicate(Store *s, Job *j, StoreResult *res, bool *done,
         return AG_OK;
     }
     *done = true;
+    wait_durable(s);
     if (s->cfg.dup_policy == STORE_DUP_REJECT) {
         return ag_error_set(err, AG_ERR_EXISTS, "SOP Instance UID %s is "
                             "already stored", j->attrs.sop_uid);
     }
     j->outcome = STORE_DUPLICATE;
-    if (res != NULL) {
-        fill_result(j, res);
-    }
-    return AG_OK;
-}
-
-static int finish(Store *s, Job *j, const StoreSource *src, StoreResult *res,
-                  AgError *err)
-{
-    j->src = src;
-    AgError derr;
-    int drc;
-    if (s->cfg.dup_policy == STORE_DUP_REPLACE &&
-        indexed(s, j->attrs.sop_uid)) {
-        /* A replacement unlinks the old blob once committed: the new one
-         * must be durable first. */
-        drc = store__blob_sync_dir(s->blobs, j->blob_name, &derr);
-        if (drc != AG_OK) {
-            store__blob_remove(s->blobs, j->blob_name, NULL);
-            if (err != NULL) {
-                *err = derr;
-            }
-            return drc;
-        }
-        submit(s, j);
-    } else {
-        /* A new instance: its directory fsync runs while the commit thread
-         * commits the index; success waits for both. */
-        enqueue(s, j);
-        drc = store__blob_sync_dir(s->blobs, j->blob_name, &derr);
-        wait_done(s, j);
-        if (drc != AG_OK && j->rc == AG_OK &&
-            j->outcome != STORE_DUPLICATE) {
-            /* Committed, but the name may not survive a crash: take the
-             * instance back out so nothing half-durable is acknowledged. */
-            uint64_t n;
-            store_delete(s, STORE_LEVEL_INSTANCE, j->attrs.sop_uid, &n, NULL);
-            ag_log(AG_LOG_ERROR, "store", "directory fsync failed for %s: "
-                   "%s; instance withdrawn", j->attrs.sop_uid, derr.msg);
-            j->rc = drc;
-            j->err = derr;
-        }
-    }
-    if (j->rc != AG_OK) {
-        if (err != NULL) {
-            *err = j->err;
-        }
-        return j->rc;
-    }
     if (res != NULL) {
         fill_result(j, res);
     }
@@ -542,93 +918,300 @@ static uint64_t max_bytes(const Store *s)
     return mb << 20;
 }
 
-int store_ingest_path(Store *s, const char *path, bool take,
-                      const StoreSource *src, StoreResult *res, AgError *err)
+/* Is the writer to fdatasync and rename its blob itself (few in flight,
+ * or STORE_SYNC_FILES), or to leave it pending for the settler's syncfs?
+ * Recorded in the job. */
+static bool publish_now(Store *s, Job *j)
 {
-    AgArena *a = ag_arena_create(HEADER_BUDGET);
-    if (a == NULL) {
-        if (take) {
-            unlink(path);
-        }
-        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&s->lock);
+    j->published = s->cfg.sync == STORE_SYNC_FILES ||
+                   s->in_flight < FEW_IN_FLIGHT;
+    pthread_mutex_unlock(&s->lock);
+    return j->published;
+}
+
+/* One ingest request: who sent it and how the verdict goes back. */
+typedef struct Req {
+    const StoreSource *src;
+    StoreResult *res;          /* may be NULL */
+    AgError *err;              /* may be NULL */
+    StoreIngestDone done;      /* asynchronous: told the verdict */
+    void *ctx;
+    bool queued;               /* asynchronous: done will come later */
+} Req;
+
+/* A new job in a: on the caller's stack (local) or, asynchronous, in the
+ * arena it will live and die with. */
+static Job *new_job(AgArena *a, Job *local, const Req *q)
+{
+    if (q->done == NULL) {
+        memset(local, 0, sizeof *local);
+        return local;
     }
-    Job j = {0};
+    return ag_arena_zalloc(a, sizeof(Job));
+}
+
+/* The blob is written: hand the job to the commit pipeline.  a is
+ * consumed (destroyed, or owned by the queued asynchronous job). */
+static int submit_job(Store *s, AgArena *a, Job *j, Req *q)
+{
+    j->src = q->src;
+    if (q->done != NULL) {
+        j->arena = a;
+        j->done_fn = q->done;
+        j->done_ctx = q->ctx;
+        q->queued = true;
+        enqueue(s, j);
+        return AG_OK;
+    }
+    submit(s, j);
+    int rc = j->rc;
+    if (rc != AG_OK && q->err != NULL) {
+        *q->err = j->err;
+    }
+    if (rc == AG_OK && q->res != NULL) {
+        fill_result(j, q->res);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}
+
+/*
+ * Ingest bytes held in memory.  spool: when not NULL, the file in
+ * store_tmp_dir() that holds the same bytes; it becomes the blob (no copy)
+ * and is consumed whatever the result.  what: prefix for parse errors
+ * (NULL for none).
+ */
+static int ingest_mem(Store *s, const uint8_t *data, size_t len,
+                      const char *spool, const char *what, Req *q)
+{
+    AgError *err = q->err;
+    AgArena *a = NULL;
+    Job local, *j = NULL;
+    int rc = AG_OK;
+    if (len > max_bytes(s)) {
+        rc = ag_error_set(err, AG_ERR_LIMIT, "instance is larger than %llu "
+                          "bytes", (unsigned long long)max_bytes(s));
+    } else if ((a = ag_arena_create(HEADER_BUDGET)) == NULL ||
+               (j = new_job(a, &local, q)) == NULL) {
+        rc = ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
     DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
     DicomFile *f = NULL;
-    int rc = dicom_read_path(path, &ro, a, &f, err);
     if (rc == AG_OK) {
-        rc = prepare(s, f, a, &j, src, err);
+        rc = dicom_read_buffer(data, len, &ro, a, &f, err);
+        if (rc != AG_OK && what != NULL) {
+            ag_error_prefix(err, "%s: ", what);
+        }
+    }
+    if (rc == AG_OK) {
+        rc = prepare(s, f, a, j, q->src, err);
     }
     bool done = false;
     if (rc == AG_OK) {
-        rc = early_duplicate(s, &j, res, &done, err);
+        rc = early_duplicate(s, j, q->res, &done, err);
     }
-    if (done) {
-        if (take) {
-            unlink(path);
+    if (rc == AG_OK && !done && spool != NULL) {
+        rc = store__blob_put_rename(s->blobs, j->blob_name, spool, data, len,
+                                    publish_now(s, j), &j->blob, err);
+        spool = NULL;   /* consumed either way */
+    } else if (rc == AG_OK && !done) {
+        rc = store__blob_put_buffer(s->blobs, j->blob_name, data, len,
+                                    publish_now(s, j), &j->blob, err);
+    }
+    if (spool != NULL) {
+        unlink(spool);
+    }
+    if (rc == AG_OK && !done) {
+        return submit_job(s, a, j, q);
+    }
+    ag_arena_destroy(a);
+    return rc;
+}
+
+/* Ingest a large file from fd (at offset 0): the header is parsed with the
+ * bulk data left in the file, then the file is copied (or, take, renamed)
+ * into the blob store, hashed on the way. */
+static int ingest_stream(Store *s, int fd, const char *path, bool take,
+                         Req *q)
+{
+    AgError *err = q->err;
+    Job local, *j = NULL;
+    int rc = AG_OK;
+    AgArena *a = ag_arena_create(HEADER_BUDGET);
+    if (a == NULL || (j = new_job(a, &local, q)) == NULL) {
+        rc = ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
+    DicomFile *f = NULL;
+    if (rc == AG_OK) {
+        rc = dicom_read_fd(fd, &ro, a, &f, err);
+        if (rc != AG_OK) {
+            ag_error_prefix(err, "%s: ", path);
         }
-        ag_arena_destroy(a);
-        return rc;
     }
-    if (rc == AG_OK && take) {
-        rc = store__blob_put_rename(s->blobs, j.blob_name, path, &j.blob,
-                                    err);
+    if (rc == AG_OK) {
+        rc = prepare(s, f, a, j, q->src, err);
+    }
+    bool done = false;
+    if (rc == AG_OK) {
+        rc = early_duplicate(s, j, q->res, &done, err);
+    }
+    if (rc == AG_OK && !done && take) {
+        rc = store__blob_put_rename(s->blobs, j->blob_name, path, NULL, 0,
+                                    publish_now(s, j), &j->blob, err);
         take = false;   /* consumed either way */
-    } else if (rc == AG_OK) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = ag_error_errno(err, AG_ERR_IO, "open %s", path);
+    } else if (rc == AG_OK && !done) {
+        if (lseek(fd, 0, SEEK_SET) != 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "seek %s", path);
         } else {
-            rc = store__blob_put_fd(s->blobs, j.blob_name, fd, max_bytes(s),
-                                    &j.blob, err);
-            close(fd);
+            rc = store__blob_put_fd(s->blobs, j->blob_name, fd, max_bytes(s),
+                                    publish_now(s, j), &j->blob, err);
         }
     }
     if (take) {
         unlink(path);
     }
-    if (rc == AG_OK) {
-        rc = finish(s, &j, src, res, err);
+    if (rc == AG_OK && !done) {
+        return submit_job(s, a, j, q);
     }
     ag_arena_destroy(a);
     return rc;
+}
+
+/* Read all of a small file; *grew when it holds more than st_size said
+ * (then it is streamed instead). */
+static int read_small(int fd, const char *path, size_t size, uint8_t **out,
+                      size_t *len, bool *grew, AgError *err)
+{
+    /* One byte more than expected tells a file that is still growing. */
+    uint8_t *p = ag_malloc(size + 1);
+    if (p == NULL) {
+        return ag_error_set(err, AG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t got = 0;
+    while (got < size + 1) {
+        ssize_t n = read(fd, p + got, size + 1 - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            ag_free(p);
+            return ag_error_errno(err, AG_ERR_IO, "read %s", path);
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    *grew = got > size;
+    *out = p;
+    *len = got;
+    return AG_OK;
+}
+
+/* Ingest from fd at offset 0; path names the file in errors and is the
+ * spool consumed when take. */
+static int ingest_file(Store *s, int fd, const char *path, bool take, Req *q)
+{
+    struct stat st;
+    int rc = AG_OK;
+    if (fstat(fd, &st) != 0) {
+        rc = ag_error_errno(q->err, AG_ERR_IO, "stat %s", path);
+    } else if (S_ISREG(st.st_mode) && (uint64_t)st.st_size <= INLINE_FILE_MAX) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        bool grew = false;
+        rc = read_small(fd, path, (size_t)st.st_size, &data, &len, &grew,
+                        q->err);
+        if (rc == AG_OK && !grew) {
+            rc = ingest_mem(s, data, len, take ? path : NULL,
+                            take ? NULL : path, q);
+            ag_free(data);
+            return rc;
+        }
+        ag_free(data);
+        if (rc == AG_OK && lseek(fd, 0, SEEK_SET) != 0) {
+            rc = ag_error_errno(q->err, AG_ERR_IO, "seek %s", path);
+        }
+    }
+    if (rc == AG_OK) {
+        return ingest_stream(s, fd, path, take, q);
+    }
+    if (take) {
+        unlink(path);
+    }
+    return rc;
+}
+
+int store_ingest_path(Store *s, const char *path, bool take,
+                      const StoreSource *src, StoreResult *res, AgError *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = ag_error_errno(err, AG_ERR_IO, "%s: open", path);
+        if (take) {
+            unlink(path);
+        }
+        return rc;
+    }
+    Req q = {.src = src, .res = res, .err = err};
+    int rc = ingest_file(s, fd, path, take, &q);
+    close(fd);
+    return rc;
+}
+
+int store_ingest_fd(Store *s, int fd, const char *name,
+                    const StoreSource *src, StoreResult *res, AgError *err)
+{
+    name = name != NULL ? name : "file";
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        return ag_error_errno(err, AG_ERR_IO, "seek %s", name);
+    }
+    Req q = {.src = src, .res = res, .err = err};
+    return ingest_file(s, fd, name, false, &q);
 }
 
 int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
                         const StoreSource *src, StoreResult *res,
                         AgError *err)
 {
-    if (len > max_bytes(s)) {
-        return ag_error_set(err, AG_ERR_LIMIT, "instance is larger than %llu "
-                            "bytes", (unsigned long long)max_bytes(s));
+    Req q = {.src = src, .res = res, .err = err};
+    return ingest_mem(s, data, len, NULL, NULL, &q);
+}
+
+int store_ingest_fd_async(Store *s, int fd, const char *name,
+                          const StoreSource *src, StoreIngestDone done,
+                          void *ctx)
+{
+    StoreResult res;
+    AgError err;
+    ag_error_clear(&err);
+    Req q = {.src = src, .res = &res, .err = &err, .done = done, .ctx = ctx};
+    name = name != NULL ? name : "file";
+    int rc = lseek(fd, 0, SEEK_SET) == 0
+        ? ingest_file(s, fd, name, false, &q)
+        : ag_error_errno(&err, AG_ERR_IO, "seek %s", name);
+    if (!q.queued) {
+        /* Decided before anything was queued: a failure or a duplicate. */
+        done(ctx, rc, rc == AG_OK ? &res : NULL, rc == AG_OK ? NULL : &err);
     }
-    AgArena *a = ag_arena_create(HEADER_BUDGET);
-    if (a == NULL) {
-        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
-    }
-    Job j = {0};
-    DicomReadOptions ro = {.bulk_threshold = BULK_INLINE_MAX};
-    DicomFile *f = NULL;
-    int rc = dicom_read_buffer(data, len, &ro, a, &f, err);
-    if (rc == AG_OK) {
-        rc = prepare(s, f, a, &j, src, err);
-    }
-    bool done = false;
-    if (rc == AG_OK) {
-        rc = early_duplicate(s, &j, res, &done, err);
-    }
-    if (done) {
-        ag_arena_destroy(a);
+    return rc;
+}
+
+int store_ingest_path_async(Store *s, const char *path,
+                            const StoreSource *src, StoreIngestDone done,
+                            void *ctx)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        AgError err;
+        int rc = ag_error_errno(&err, AG_ERR_IO, "%s: open", path);
+        done(ctx, rc, NULL, &err);
         return rc;
     }
-    if (rc == AG_OK) {
-        rc = store__blob_put_buffer(s->blobs, j.blob_name, data, len, &j.blob,
-                                    err);
-    }
-    if (rc == AG_OK) {
-        rc = finish(s, &j, src, res, err);
-    }
-    ag_arena_destroy(a);
+    int rc = store_ingest_fd_async(s, fd, path, src, done, ctx);
+    close(fd);
     return rc;
 }
 
@@ -677,6 +1260,13 @@ int store_list(Store *s, StoreLevel level, const char *const *filters,
 int store_stats(Store *s, StoreStats *out, AgError *err)
 {
     return s->index->ops->stats(s->index, out, err);
+}
+
+void store_commit_stats(Store *s, StoreCommitStats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->cstats;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- reading ---------------------------------------------------------------- */

@@ -6,8 +6,9 @@
  *
  * Durability (SECURITY.md rule 4): store_ingest_* returns AG_OK only after
  * the blob is written, fsynced, renamed, its directory fsynced and the index
- * rows committed.  Concurrent ingests are group-committed: callers on many
- * threads wait on one database transaction and one WAL fsync.
+ * rows committed, in that order.  Concurrent ingests are group-committed:
+ * callers on many threads share one database transaction and a few
+ * flushes (StoreSync).
  *
  * Layout of the data directory:
  *   DIR/index.sqlite          the index (SQLite, WAL)
@@ -35,9 +36,34 @@ typedef enum StoreDupPolicy {
     STORE_DUP_REJECT,          /* refuse the new one with an error */
 } StoreDupPolicy;
 
+/*
+ * How blobs are made durable before their index rows commit.  Both keep
+ * the discipline: bytes written to a temporary name, synced, renamed, the
+ * name synced, then the index committed; both group many instances per
+ * flush.
+ */
+typedef enum StoreSync {
+    /* Adapts to the load.  Few instances in flight (a few DIMSE
+     * associations): each blob is fdatasynced and renamed by its writer and
+     * its directory fsynced.  Many (an import, many associations): the
+     * blobs wait unsynced and ONE syncfs(2) of the data directory's file
+     * system serves a whole cycle — the bytes of the blobs just written,
+     * the names of those renamed before, and the index commit before that
+     * (SQLite's WAL, when on the same file system) — so a batch costs one
+     * flush whatever its size.  Best when the data directory has a file
+     * system of its own: on a shared one syncfs also flushes others'
+     * writes. */
+    STORE_SYNC_FILESYSTEM = 0,
+    /* Never syncfs: fdatasync of each blob by its writer, one fsync per
+     * touched blob directory per batch, a durable commit per batch.
+     * Flushes only Agora's own files. */
+    STORE_SYNC_FILES,
+} StoreSync;
+
 typedef struct StoreConfig {
     const char *data_dir;          /* required */
     StoreDupPolicy dup_policy;
+    StoreSync sync;
     uint32_t commit_batch_max;     /* instances per transaction; 0 = 512 */
     uint32_t max_instance_bytes_mb;/* refuse larger instances; 0 = 4096 */
     bool read_only;                /* open the index without writing */
@@ -74,6 +100,10 @@ typedef struct StoreSource {
     /* The uploading user (users.id, 0 for none): a new study is assigned
      * to the user's departments. */
     int64_t user;
+    /* The sending node's department (departments.id, 0 for none), when
+     * the node was identified otherwise than by calling_ae (a TLS client
+     * certificate). */
+    int64_t dept;
 } StoreSource;
 
 typedef struct StoreResult {
@@ -109,6 +139,40 @@ typedef struct StoreResult {
 int store_ingest_path(Store *s, const char *path, bool take,
                       const StoreSource *src, StoreResult *res, AgError *err);
 
+/**
+ * Ingest the Part 10 file open for reading on fd (read from offset 0; fd
+ * stays the caller's, e.g. one opened without following symbolic links by
+ * media import).  name labels parse errors (may be NULL).  Blocks until
+ * durable.  Thread-safe.
+ */
+int store_ingest_fd(Store *s, int fd, const char *name,
+                    const StoreSource *src, StoreResult *res, AgError *err);
+
+/*
+ * The verdict of an asynchronous ingest, given exactly once: rc as the
+ * synchronous call would return it, res (rc == AG_OK) or err (otherwise);
+ * both borrowed for the call.
+ */
+typedef void (*StoreIngestDone)(void *ctx, int rc, const StoreResult *res,
+                                const AgError *err);
+
+/**
+ * Like store_ingest_fd and store_ingest_path (never take), without waiting
+ * for the group commit: the file is read, parsed and its blob written in
+ * the calling thread, then the call returns and done is called once the
+ * verdict is durable — on a store thread, in commit order, so it must be
+ * quick — or, when the verdict came before anything was queued (a
+ * failure, a duplicate), in the calling thread before returning.  Lets a
+ * few threads keep many instances in flight (`agora import`).  src must
+ * stay valid until done.  The return value is for information only.
+ */
+int store_ingest_fd_async(Store *s, int fd, const char *name,
+                          const StoreSource *src, StoreIngestDone done,
+                          void *ctx);
+int store_ingest_path_async(Store *s, const char *path,
+                            const StoreSource *src, StoreIngestDone done,
+                            void *ctx);
+
 /** Ingest a Part 10 file held in memory (STOW-RS parts, tests). */
 int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
                         const StoreSource *src, StoreResult *res,
@@ -129,9 +193,9 @@ typedef struct StoreEvent {
 
 typedef void (*StoreListener)(void *ctx, const StoreEvent *ev);
 /**
- * Call fn after every committed change.  Listeners run on the commit
- * thread in commit order and must not block for long (queue work instead).
- * Register before ingesting.
+ * Call fn after every committed change, once it is durable.  Listeners run
+ * on one of the store's commit threads, in commit order, and must not
+ * block for long (queue work instead).  Register before ingesting.
  */
 int store_subscribe(Store *s, StoreListener fn, void *ctx, AgError *err);
 
@@ -188,6 +252,9 @@ typedef struct StoreScope {
     int64_t depts[STORE_SCOPE_MAX_DEPTS];
     uint32_t ndepts;
     const char *only_study;        /* Study Instance UID, or NULL */
+    /* Leave break-the-glass grants out: they give view only, so checks
+     * for download, share and delete use a copy with this set. */
+    bool no_glass;
 } StoreScope;
 
 /*
@@ -298,6 +365,14 @@ typedef struct StoreStats {
     uint64_t patients, studies, series, instances, bytes;
 } StoreStats;
 int store_stats(Store *s, StoreStats *out, AgError *err);
+
+/** The group commit (for /metrics): instances waiting for the commit
+ * thread now, transactions committed and the instances in them (their
+ * ratio is the mean batch size), the largest batch.  Thread-safe. */
+typedef struct StoreCommitStats {
+    uint64_t queued, batches, batched, max_batch;
+} StoreCommitStats;
+void store_commit_stats(Store *s, StoreCommitStats *out);
 
 /* ---- remote DICOM nodes (`agora node`, C-MOVE destinations) -------------- */
 

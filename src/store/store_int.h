@@ -31,20 +31,36 @@ const char *store__blobs_tmp_dir(const StoreBlobs *b);
 void store__blob_name(const char *uid, char out[STORE_BLOB_NAME_MAX]);
 
 /*
- * Put a blob under name: bytes written to a temporary file in the blob's
- * directory, fsynced, renamed.  The name becomes durable only with
- * store__blob_sync_dir(), which the caller runs (overlapped with the index
- * commit for a new instance, before it for a replacement).
+ * Put a blob under name, hashing it as it is written.  publish: bytes
+ * written to name.tmp in the blob's directory, fdatasynced, renamed to
+ * name; the name becomes durable with store__blob_sync_dir(), which the
+ * commit thread runs once per directory per batch, before the index
+ * commit.  !publish (pending): name.tmp is written and closed, nothing
+ * synced; the commit thread syncs the file system, publishes and syncs
+ * again (StoreSync, store.h).
  */
 int store__blob_put_buffer(StoreBlobs *b, const char *name,
-                           const uint8_t *p, size_t n, StoreBlobInfo *info,
-                           AgError *err);
+                           const uint8_t *p, size_t n, bool publish,
+                           StoreBlobInfo *info, AgError *err);
 /* Copy from fd (read from its current position to EOF). */
 int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
-                       uint64_t max_bytes, StoreBlobInfo *info, AgError *err);
-/* Take a spooled file (same filesystem): hash it, fsync, rename. */
+                       uint64_t max_bytes, bool publish, StoreBlobInfo *info,
+                       AgError *err);
+/* Take a spooled file (same filesystem; consumed whatever the result).
+ * data/len: its whole content when the caller holds it (hashed from
+ * there), else NULL and the file is read back to hash it. */
 int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
+                           const uint8_t *data, size_t len, bool publish,
                            StoreBlobInfo *info, AgError *err);
+/* Rename a pending name.tmp to name (fault point blob.rename). */
+int store__blob_publish(StoreBlobs *b, const char *name, AgError *err);
+/* Remove name.tmp and name (a blob of a failed or duplicate store). */
+void store__blob_discard(StoreBlobs *b, const char *name);
+/* syncfs(2) of the blob file system. */
+int store__blob_sync_fs(StoreBlobs *b, AgError *err);
+/* Fault injection for a step of the pipeline's syncfs (AGORA_FAULT):
+ * true, with an I/O error in err, when point is to fail now. */
+bool store__blob_fault(StoreBlobs *b, const char *point, AgError *err);
 int store__blob_sync_dir(StoreBlobs *b, const char *name, AgError *err);
 /* Remove a blob (missing is fine). */
 int store__blob_remove(StoreBlobs *b, const char *name, AgError *err);
@@ -109,6 +125,12 @@ typedef struct StoreIndexOps {
     void (*close)(StoreIndex *ix);
     int (*begin)(StoreIndex *ix, AgError *err);
     int (*commit)(StoreIndex *ix, AgError *err);
+    /* Whether commits wait for stable storage (on, the default) or leave
+     * it to the caller, who makes the index's files durable itself
+     * (syncfs) before anyone relies on the rows; an unsynced commit is
+     * still atomic after a crash (lost whole or kept whole).  Outside a
+     * transaction.  NULL when the backend cannot. */
+    int (*set_commit_sync)(StoreIndex *ix, bool on, AgError *err);
     void (*rollback)(StoreIndex *ix);
     /* Blob name of a stored instance; AG_ERR_NOTFOUND if absent. */
     int (*find_instance)(StoreIndex *ix, const char *sop_uid,

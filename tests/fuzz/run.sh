@@ -12,7 +12,9 @@ trap 'rm -rf "$WORK"' EXIT
 PYD=/usr/lib/python3/dist-packages/pydicom/data/test_files
 mkdir -p "$WORK/seed_read" "$WORK/seed_json_read" "$WORK/seed_charset" "$WORK/seed_pdu" "$WORK/seed_multipart"
 [ -d "$HERE/corpus/multipart" ] && cp "$HERE"/corpus/multipart/* "$WORK/seed_multipart/" 2>/dev/null
+[ -d "$HERE/corpus/accept" ] && mkdir -p "$WORK/seed_accept" && cp "$HERE"/corpus/accept/* "$WORK/seed_accept/" 2>/dev/null
 [ -d "$HERE/corpus/pdu" ] && cp "$HERE"/corpus/pdu/* "$WORK/seed_pdu/" 2>/dev/null
+[ -d "$HERE/corpus/jpeg12" ] && mkdir -p "$WORK/seed_jpeg12" && cp "$HERE"/corpus/jpeg12/* "$WORK/seed_jpeg12/" 2>/dev/null
 printf '\x08\x1b$B;3ED\x1b(B^\x1b$BB@O:' >"$WORK/seed_charset/jis"
 printf '\x02M\xc3\xbcller^J\xc3\xbcrgen' >"$WORK/seed_charset/utf8"
 for f in CT_small MR_small_implicit MR_small_bigendian image_dfl rtplan \
@@ -22,6 +24,11 @@ for f in CT_small MR_small_implicit MR_small_bigendian image_dfl rtplan \
 done
 [ -d "$HERE/corpus/json" ] && cp "$HERE"/corpus/json/* "$WORK/seed_json_read/" 2>/dev/null
 [ -d "$HERE/corpus/read" ] && cp "$HERE"/corpus/read/* "$WORK/seed_read/" 2>/dev/null
+# fuzz_render: a parameter byte, then a DICOM file
+mkdir -p "$WORK/seed_render"
+for f in "$WORK"/seed_read/*; do
+    [ -f "$f" ] && { printf '\x41'; cat "$f"; } >"$WORK/seed_render/$(basename "$f")"
+done
 
 crashed=0
 for exe in "$BUILD"/tests/fuzz/fuzz_*; do

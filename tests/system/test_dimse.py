@@ -27,16 +27,22 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data, *extra):
+    """agora serve on free ports.  HTTP is anonymous (every right) unless
+    anonymous=False: tests of access control log in like users do."""
+
+    def __init__(self, data, *extra, anonymous=True, env=None):
         self.data = data
         self.port = free_port()
         os.makedirs(os.path.dirname(data), exist_ok=True)
         self.log = open(os.path.join(os.path.dirname(data), os.path.basename(data) + ".log"), "w")
         if "--http-port" not in extra:
             extra = (*extra, "--http-port", "0")   # several servers at once
+        if anonymous:
+            extra = (*extra, "--http-anonymous")
         self.proc = subprocess.Popen(
             [AGORA, "serve", "--data", data, "--dicom-port", str(self.port), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=env if env is not None else {**os.environ, "AGORA_ADMIN_PASSWORD": "admin-password-1"})
         deadline = time.time() + 10
         while time.time() < deadline:
             try:

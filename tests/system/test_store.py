@@ -119,12 +119,15 @@ def parse_import(stdout, *, complete=True):
     return res
 
 
-def st_import(data, *paths, jobs=None, duplicates=None, fault=None):
+def st_import(data, *paths, jobs=None, duplicates=None, fault=None,
+              sync=None):
     args = ["import", "--data", data]
     if jobs is not None:
         args += ["--jobs", jobs]
     if duplicates is not None:
         args += ["--duplicates", duplicates]
+    if sync is not None:
+        args += ["--sync", sync]
     p = st_run(*args, *paths, fault=fault)
     res = parse_import(p.stdout)
     res.rc = p.returncode

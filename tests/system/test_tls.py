@@ -94,3 +94,63 @@ def test_old_tls_versions_refused(tls_server):
     # No session: the handshake fails and no cipher is agreed.
     assert r.returncode != 0
     assert b"Cipher is (NONE)" in r.stdout or b"Cipher    : 0000" in r.stdout, r.stdout
+
+
+def test_client_certificate_names_the_node_and_its_department(tmp_path, pki):
+    """A verified certificate's CN is a node's AE title: the association gets
+    that node's department whatever calling AE it asserts (issue 7)."""
+    data = str(tmp_path / "d")
+    agora("dept", "--data", data, "add", "cardiology")
+    agora("node", "--data", data, "--department", "cardiology", "add", "CLIENT",
+          "127.0.0.1", "11113")
+    port = free_port()
+    srv = Server(data, "--tls-port", str(port),
+                 "--tls-cert", os.path.join(pki, "server.crt"),
+                 "--tls-key", os.path.join(pki, "server.key"),
+                 "--tls-ca", os.path.join(pki, "ca.crt"), "--tls-verify-client")
+    try:
+        f = os.path.join(SAMPLES, "CT_small.dcm")
+        r = dcmtk("storescu", *tls_args(pki), "-aet", "NOTANODE", "-aec", "AGORA",
+                  "127.0.0.1", str(port), f)
+        assert r.returncode == 0, r.stderr
+        # the same calling AE without TLS is unknown, so refused
+        r = dcmtk("storescu", "-aet", "NOTANODE", "-aec", "AGORA", "127.0.0.1",
+                  str(srv.port), f)
+        assert r.returncode != 0
+    finally:
+        srv.stop()
+    r = agora("dept", "--data", data, "list", "--json")
+    import sqlite3
+    db = sqlite3.connect(os.path.join(data, "index.sqlite"))
+    rows = db.execute("SELECT d.name, x.how FROM study_depts x JOIN departments d"
+                      " ON x.dept_pk = d.id").fetchall()
+    db.close()
+    assert rows == [("cardiology", "node")]
+
+
+def test_https_with_the_certificate(tmp_path, pki):
+    """HTTPS when a certificate is configured (issue 6): TLS 1.2+ only, the
+    session cookie marked Secure; plain HTTP on that port gets nothing."""
+    import requests
+    data = str(tmp_path / "d")
+    port = free_port()
+    srv = Server(data, "--http-port", str(port),
+                 "--tls-cert", os.path.join(pki, "server.crt"),
+                 "--tls-key", os.path.join(pki, "server.key"), anonymous=False)
+    try:
+        base = f"https://127.0.0.1:{port}"
+        ca = os.path.join(pki, "ca.crt")
+        assert requests.get(base + "/healthz", verify=ca, timeout=10).json() == {"status": "ok"}
+        r = requests.post(base + "/api/v1/login", verify=ca, timeout=30,
+                          json={"username": "admin", "password": "admin-password-1"})
+        assert r.status_code == 200
+        assert "Secure" in r.headers["Set-Cookie"]
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        # TLS 1.1 is refused
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                            "-tls1_1"], input="", capture_output=True, text=True,
+                           timeout=30)
+        assert "Cipher is (NONE)" in r.stdout or r.returncode != 0
+    finally:
+        srv.stop()
