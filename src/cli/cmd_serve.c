@@ -475,6 +475,31 @@ int cmd_serve(int argc, char **argv)
         wcfg.send_ctx = &link;
         wcfg.dimse_stats = serve_dimse_stats;
         wcfg.dimse_stats_ctx = &link;
+        static char settings[2048];   /* lives as long as the server */
+        ag_fmt(settings, sizeof settings,
+               "{\"version\": \"%s\", \"data\": \"%s\", \"aet\": \"%s\", "
+               "\"listen\": \"%s\", \"dicom_port\": %u, \"tls_port\": %u, "
+               "\"dicom_tls\": %s, \"https\": %s, "
+               "\"accept_unknown_ae\": %s, \"max_associations\": %u, "
+               "\"duplicates\": \"%s\", \"fuzzy_names\": %s, "
+               "\"http_anonymous\": %s, \"http_basic\": %s, "
+               "\"decoders\": %u, \"decode_in_process\": %s, "
+               "\"audit_syslog\": %s}",
+               AG_VERSION, scfg.data_dir, cfg.aet, cfg.bind_addr,
+               dimse ? svc_server_port(dimse) : 0,
+               dimse_tls ? svc_server_port(dimse_tls) : 0,
+               dimse_tls ? "true" : "false",
+               wcfg.tls_cert_file ? "true" : "false",
+               cfg.accept_unknown_ae ? "true" : "false",
+               cfg.max_associations ? cfg.max_associations : 64,
+               scfg.dup_policy == STORE_DUP_REPLACE ? "replace"
+               : scfg.dup_policy == STORE_DUP_REJECT ? "reject" : "keep",
+               cfg.fuzzy_names ? "true" : "false",
+               http_anonymous ? "true" : "false",
+               http_basic ? "true" : "false",
+               sbx.helpers ? sbx.helpers : 2, isolate ? "false" : "true",
+               audit_cfg.syslog_host ? "true" : "false");
+        wcfg.settings_json = settings;
         if (web_server_start(&wcfg, &web, &err) != AG_OK) {
             fprintf(stderr, "agora serve: %s\n", err.msg);
             svc_server_stop(dimse_tls);

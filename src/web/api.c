@@ -465,6 +465,41 @@ static enum MHD_Result delete_study(WebRequest *r, const char *uid)
     return send_json(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
 }
 
+/* DELETE /api/v1/{series|instances}/{uid}: found through the scope, so
+ * an out-of-scope UID answers 404 like a missing one. */
+static enum MHD_Result delete_below(WebRequest *r, const LevelInfo *li,
+                                    const char *uid)
+{
+    json_t *arr = NULL;
+    AgError err;
+    if (query_level(r, li, uid, 1, 0, &arr, NULL, &err) != AG_OK) {
+        return send_error(r, &err);
+    }
+    const char *study = json_string_value(json_object_get(
+        json_array_get(arr, 0), "StudyInstanceUID"));
+    char st[65] = "";
+    if (study != NULL) {
+        ag_fmt(st, sizeof st, "%s", study);
+    }
+    json_decref(arr);
+    if (st[0] == '\0') {
+        return web__json_error(r, 404, "not found", "no such object");
+    }
+    if (!web__can(r, ACCESS_DELETE)) {
+        return web__forbidden(r, "deleting needs the delete verb");
+    }
+    if (!web__study_visible_beyond_view(r, st)) {
+        return web__forbidden(r, "break-the-glass grants view only");
+    }
+    uint64_t n = 0;
+    if (store_delete(web__store(r), li->level, uid, &n, &err) != AG_OK) {
+        return send_error(r, &err);
+    }
+    web__audit_study(r, "delete", st, 0, ag_arena_printf(r->arena, "%s %s",
+                                                          li->name, uid));
+    return send_json(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
+}
+
 static enum MHD_Result share(WebRequest *r, const char *uid, json_t *body)
 {
     if (!web__study_visible(r, uid)) {
@@ -792,6 +827,10 @@ static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
         if (li->level == STORE_LEVEL_STUDY) {
             return study_routes(r, seg, n, body);
         }
+        if (n == 2 && strcmp(m, "DELETE") == 0 &&
+            li->level != STORE_LEVEL_PATIENT) {
+            return delete_below(r, li, seg[1]);
+        }
         return web__json_error(r, 404, "not found", "no such resource");
     }
     if (strcmp(seg[0], "nodes") == 0 && n <= 2) {
@@ -799,6 +838,16 @@ static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
     }
     if (n == 1 && strcmp(seg[0], "stats") == 0) {
         return stats(r);
+    }
+    if (n == 1 && strcmp(seg[0], "settings") == 0) {
+        if (!web__can(r, ACCESS_ADMIN)) {
+            return web__forbidden(r, "settings need admin");
+        }
+        const char *js = web__config(r)->settings_json;
+        return js != NULL ? web__send(r, 200, "application/json", js,
+                                      strlen(js))
+                          : web__json_error(r, 404, "not found",
+                                            "no settings");
     }
     if (n == 2 && strcmp(seg[0], "shares") == 0 && strcmp(m, "DELETE") == 0) {
         AgError err;

@@ -127,14 +127,43 @@ static uint32_t parse_tag(const char *key)
     return e != NULL ? e->tag : 0;
 }
 
-static enum MHD_Result qido_arg(void *cls, enum MHD_ValueKind kind,
-                                const char *key, const char *value)
+/* includefield: a comma list of tags or keywords, or "all" (PS3.18
+ * §8.3.4.3).  Indexed attributes are always returned; the others become
+ * empty return keys, answered from the instances' metadata. */
+static int include_fields(DicomDataset *keys, const char *value, char *bad,
+                          size_t badcap)
 {
-    (void)kind;
-    QidoArgs *a = cls;
-    if (a->bad[0] != '\0') {
-        return MHD_NO;
+    AgArena *ar = dicom_dataset_arena(keys);
+    char *list = ag_arena_strdup(ar, value);
+    for (char *save = NULL, *t = list ? strtok_r(list, ",", &save) : NULL;
+         t != NULL; t = strtok_r(NULL, ",", &save)) {
+        if (strcmp(t, "all") == 0) {
+            continue;
+        }
+        uint32_t tag = parse_tag(t);
+        const DicomDictEntry *e = tag ? dicom_dict_lookup(tag) : NULL;
+        if (tag == 0 || e == NULL || e->vr == DICOM_VR_NONE) {
+            ag_fmt(bad, badcap, "unknown includefield \"%.64s\"", t);
+            return AG_ERR_INVALID;
+        }
+        if (dicom_dataset_find(keys, tag) != NULL) {
+            continue;
+        }
+        DicomElement *sq;
+        int rc = e->vr == DICOM_VR_SQ
+                     ? dicom_set_sequence(keys, tag, &sq, NULL)
+                     : dicom_set_bytes(keys, tag, e->vr, "", 0, NULL);
+        if (rc != AG_OK) {
+            ag_fmt(bad, badcap, "too many includefield values");
+            return rc;
+        }
     }
+    return AG_OK;
+}
+
+int web__qido_param(DicomDataset *keys, StoreQuery *q, const char *key,
+                    const char *value, char *bad, size_t badcap)
+{
     if (value == NULL) {
         value = "";
     }
@@ -142,34 +171,34 @@ static enum MHD_Result qido_arg(void *cls, enum MHD_ValueKind kind,
     if (strcmp(key, "limit") == 0 || strcmp(key, "offset") == 0) {
         unsigned long v = strtoul(value, &end, 10);
         if (*end != '\0' || value[0] == '\0' || v > 1000000) {
-            ag_fmt(a->bad, sizeof a->bad, "%s must be a number", key);
-            return MHD_NO;
+            ag_fmt(bad, badcap, "%s must be a number", key);
+            return AG_ERR_INVALID;
         }
         if (key[0] == 'l') {
-            a->q.limit = (uint32_t)v;
+            q->limit = (uint32_t)v;
         } else {
-            a->q.offset = (uint32_t)v;
+            q->offset = (uint32_t)v;
         }
-        return MHD_YES;
+        return AG_OK;
     }
     if (strcmp(key, "fuzzymatching") == 0) {
-        a->q.fuzzy = strcmp(value, "true") == 0;
-        return MHD_YES;
+        q->fuzzy = strcmp(value, "true") == 0;
+        return AG_OK;
     }
     if (strcmp(key, "includefield") == 0) {
-        return MHD_YES;   /* every indexed attribute is returned anyway */
+        return include_fields(keys, value, bad, badcap);
     }
     uint32_t tag = parse_tag(key);
     const DicomDictEntry *e = tag ? dicom_dict_lookup(tag) : NULL;
     if (tag == 0 || e == NULL || e->vr == DICOM_VR_SQ ||
         e->vr == DICOM_VR_NONE) {
-        ag_fmt(a->bad, sizeof a->bad, "unknown or unsupported query key "
-               "\"%.64s\"", key);
-        return MHD_NO;
+        ag_fmt(bad, badcap, "unknown or unsupported query key \"%.64s\"",
+               key);
+        return AG_ERR_INVALID;
     }
     /* Repeated keys become alternatives ("\\"-joined, as QIDO allows). */
-    const DicomElement *have = dicom_dataset_find(a->keys, tag);
-    AgArena *ar = dicom_dataset_arena(a->keys);
+    const DicomElement *have = dicom_dataset_find(keys, tag);
+    AgArena *ar = dicom_dataset_arena(keys);
     const char *v = value;
     if (have != NULL && have->length > 0) {
         char *old = NULL;
@@ -178,12 +207,23 @@ static enum MHD_Result qido_arg(void *cls, enum MHD_ValueKind kind,
     }
     DicomVR vr = e->vr == DICOM_VR_US || e->vr == DICOM_VR_UL
                      ? DICOM_VR_LO : e->vr;   /* matched as text */
-    if (v == NULL ||
-        dicom_set_string(a->keys, tag, vr, v, NULL) != AG_OK) {
-        ag_fmt(a->bad, sizeof a->bad, "value of %.64s is too long", key);
+    if (v == NULL || dicom_set_string(keys, tag, vr, v, NULL) != AG_OK) {
+        ag_fmt(bad, badcap, "value of %.64s is too long", key);
+        return AG_ERR_LIMIT;
+    }
+    return AG_OK;
+}
+
+static enum MHD_Result qido_arg(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+    (void)kind;
+    QidoArgs *a = cls;
+    if (a->bad[0] != '\0') {
         return MHD_NO;
     }
-    return MHD_YES;
+    return web__qido_param(a->keys, &a->q, key, value, a->bad,
+                           sizeof a->bad) == AG_OK ? MHD_YES : MHD_NO;
 }
 
 typedef struct QidoOut {

@@ -269,7 +269,7 @@ static int parse_viewport(const char *v, CodecRenderParams *p, AgError *err)
         }
         s = c + 1;
     }
-    int64_t vw, vh, sx, sy, sw, sh;
+    int64_t vw = 0, vh = 0, sx = 0, sy = 0, sw = 0, sh = 0;
     bool ok = (n == 2 || n == 6) &&
               parse_int(f[0], len[0], 1, CODEC_RENDER_MAX_SIZE, 0, &vw) &&
               parse_int(f[1], len[1], 1, CODEC_RENDER_MAX_SIZE, 0, &vh) &&

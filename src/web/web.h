@@ -88,6 +88,9 @@ typedef struct WebConfig {
      * left out. */
     void (*dimse_stats)(void *ctx, WebDimseStats *out);
     void *dimse_stats_ctx;
+    /* The effective configuration as a JSON object (GET /api/v1/settings,
+     * admin), built by cli/; borrowed. */
+    const char *settings_json;
 } WebConfig;
 
 int web_server_start(const WebConfig *cfg, WebServer **out, AgError *err);

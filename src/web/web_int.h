@@ -64,6 +64,13 @@ void web__audit_query(WebRequest *r, const char *what, const char *keys);
 void web__audit_study(WebRequest *r, const char *what, const char *study,
                       int outcome, const char *detail);
 void web__audit_config(WebRequest *r, const char *what, const char *detail);
+/* One QIDO-RS query parameter (dicomweb.c): a matching key (keyword or
+ * tag; repeated keys are alternatives), limit, offset, fuzzymatching or
+ * includefield, into keys and q.  AG_ERR_INVALID / AG_ERR_LIMIT with the
+ * reason in bad.  Separate from libmicrohttpd so that it can be fuzzed. */
+int web__qido_param(DicomDataset *keys, StoreQuery *q, const char *key,
+                    const char *value, char *bad, size_t badcap);
+
 /* Called as each request completes: records DICOMweb and WADO-URI
  * requests (query, retrieval, store) from method, path and status. */
 void web__audit_request(WebRequest *r);

@@ -24,6 +24,7 @@ for f in CT_small MR_small_implicit MR_small_bigendian image_dfl rtplan \
 done
 [ -d "$HERE/corpus/json" ] && cp "$HERE"/corpus/json/* "$WORK/seed_json_read/" 2>/dev/null
 [ -d "$HERE/corpus/read" ] && cp "$HERE"/corpus/read/* "$WORK/seed_read/" 2>/dev/null
+[ -d "$HERE/corpus/qido" ] && mkdir -p "$WORK/seed_qido" && cp "$HERE"/corpus/qido/* "$WORK/seed_qido/" 2>/dev/null
 # fuzz_render: a parameter byte, then a DICOM file
 mkdir -p "$WORK/seed_render"
 for f in "$WORK"/seed_read/*; do

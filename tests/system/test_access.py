@@ -712,3 +712,25 @@ def test_dicomweb_root_describes_the_service(site):
     assert r.status_code == 200
     caps = r.json()
     assert caps["service"] == "DICOMweb" and caps["stow"] is True
+
+
+def test_rest_delete_series_and_instances_and_settings(site, tmp_path):
+    admin, rad = Client(site.base, "admin"), Client(site.base, "rad")
+    new = UID.format(70)
+    body, headers = stow_body(make_study(str(tmp_path), new, "RADIOLOGY", n=3))
+    assert admin.post("/dicom-web/studies", data=body, headers=headers).status_code == 200
+    # rad sees it (radiology rule) but may not delete
+    assert rad.delete(f"/api/v1/instances/{new}.1.1").status_code == 403
+    # cardiology cannot even see it
+    assert Client(site.base, "card").delete(f"/api/v1/series/{new}.1").status_code == 404
+    r = admin.delete(f"/api/v1/instances/{new}.1.1")
+    assert r.status_code == 200 and r.json()["deleted"] == 1
+    assert admin.get(f"/api/v1/instances/{new}.1.1").status_code == 404
+    assert admin.get(f"/api/v1/studies/{new}").json()["NumberOfStudyRelatedInstances"] == 2
+    r = admin.delete(f"/api/v1/series/{new}.1")
+    assert r.status_code == 200 and r.json()["deleted"] == 2
+    assert admin.get(f"/api/v1/studies/{new}").status_code == 404
+    s = admin.get("/api/v1/settings").json()
+    assert s["aet"] == "AGORA" and s["accept_unknown_ae"] is True
+    assert s["http_anonymous"] is False and s["decoders"] == 2
+    assert rad.get("/api/v1/settings").status_code == 403
