@@ -2,6 +2,10 @@
 #ifndef AG_CLI_H
 #define AG_CLI_H
 
+/* --compress NAME (jpeg-ls, rle, j2k, none) to a transfer syntax UID
+ * (NULL for none); -1 for an unknown name.  In cmd_serve.c. */
+int cli_compress_syntax(const char *name, const char **ts_uid);
+
 /* Each returns the process exit status: 0 ok, 1 failure, 2 usage. */
 int cmd_version(int argc, char **argv);
 int cmd_audit(int argc, char **argv);

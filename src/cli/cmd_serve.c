@@ -62,6 +62,9 @@ static void usage(FILE *out)
             "                         (closed networks and tests only)\n"
             "  --http-basic           accept HTTP Basic credentials "
             "(DICOMweb clients)\n"
+            "  --compress C           store uncompressed images compressed "
+            "losslessly:\n"
+            "                         jpeg-ls, rle, j2k or none (default none)\n"
             "  --decoders N           helper processes that decode compressed "
             "pixel data\n"
             "                         (sandboxed: seccomp, rlimits; default 2)\n"
@@ -89,7 +92,7 @@ static void usage(FILE *out)
 
 /* Access control options (issue 7). */
 enum { OPT_HTTP_ANONYMOUS = 0x300, OPT_HTTP_BASIC, OPT_HTTP_CERT,
-       OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS };
+       OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS, OPT_COMPRESS };
 
 /* Long options without a short form (values past any character). */
 enum { OPT_VIEWER_DIR = 0x200, OPT_UI_DIR };
@@ -218,6 +221,23 @@ static void serve_dimse_stats(void *ctx, WebDimseStats *out)
 }
 /* ---- end sending and DIMSE counters -------------------------------------- */
 
+int cli_compress_syntax(const char *name, const char **ts_uid)
+{
+    static const struct { const char *name, *uid; } C[] = {
+        {"none", NULL},
+        {"jpeg-ls", "1.2.840.10008.1.2.4.80"},
+        {"rle", "1.2.840.10008.1.2.5"},
+        {"j2k", "1.2.840.10008.1.2.4.90"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        if (strcmp(name, C[i].name) == 0) {
+            *ts_uid = C[i].uid;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
     char *end;
@@ -258,6 +278,7 @@ int cmd_serve(int argc, char **argv)
         {"http-cert", required_argument, NULL, OPT_HTTP_CERT},
         {"http-key", required_argument, NULL, OPT_HTTP_KEY},
         {"decoders", required_argument, NULL, OPT_DECODERS},
+        {"compress", required_argument, NULL, OPT_COMPRESS},
         {"decode-in-process", no_argument, NULL, OPT_DECODE_IN_PROCESS},
         /* audit trail export (src/audit) */
         {"audit-syslog", required_argument, NULL, OPT_AUDIT_SYSLOG},
@@ -343,6 +364,13 @@ int cmd_serve(int argc, char **argv)
         case OPT_HTTP_CERT: http_cert = optarg; break;
         case OPT_HTTP_KEY: http_key = optarg; break;
         case OPT_DECODERS: sbx.helpers = (unsigned)atoi(optarg); break;
+        case OPT_COMPRESS:
+            if (cli_compress_syntax(optarg, &scfg.compress_ts) != 0) {
+                fprintf(stderr, "agora serve: --compress is jpeg-ls, rle, "
+                        "j2k or none\n");
+                return 2;
+            }
+            break;
         case OPT_DECODE_IN_PROCESS: isolate = false; break;
         /* audit trail export (src/audit) */
         case OPT_AUDIT_SYSLOG:
@@ -484,7 +512,7 @@ int cmd_serve(int argc, char **argv)
                "\"duplicates\": \"%s\", \"fuzzy_names\": %s, "
                "\"http_anonymous\": %s, \"http_basic\": %s, "
                "\"decoders\": %u, \"decode_in_process\": %s, "
-               "\"audit_syslog\": %s}",
+               "\"audit_syslog\": %s, \"compress\": \"%s\"}",
                AG_VERSION, scfg.data_dir, cfg.aet, cfg.bind_addr,
                dimse ? svc_server_port(dimse) : 0,
                dimse_tls ? svc_server_port(dimse_tls) : 0,
@@ -498,7 +526,8 @@ int cmd_serve(int argc, char **argv)
                http_anonymous ? "true" : "false",
                http_basic ? "true" : "false",
                sbx.helpers ? sbx.helpers : 2, isolate ? "false" : "true",
-               audit_cfg.syslog_host ? "true" : "false");
+               audit_cfg.syslog_host ? "true" : "false",
+               scfg.compress_ts ? scfg.compress_ts : "");
         wcfg.settings_json = settings;
         if (web_server_start(&wcfg, &web, &err) != AG_OK) {
             fprintf(stderr, "agora serve: %s\n", err.msg);

@@ -30,6 +30,9 @@
  * CT slice fits); larger ones are streamed so that memory per ingest stays
  * bounded whatever the instance's size (DESIGN.md §4). */
 #define INLINE_FILE_MAX ((size_t)1 << 20)
+/* Larger instances are stored as received even under a compression
+ * policy (re-encoding needs them in memory, several times over). */
+#define COMPRESS_FILE_MAX ((size_t)512 << 20)
 /*
  * STORE_SYNC_FILESYSTEM adapts to the load.  With fewer than FEW_IN_FLIGHT
  * instances in the pipeline (a few DIMSE associations), each writer
@@ -118,6 +121,8 @@ struct Store {
     } listeners[MAX_LISTENERS];
     int nlisteners;
     StoreCommitStats cstats;      /* under lock; for /metrics */
+    StoreCompressStats zstats;    /* under lock */
+    char compress_ts[65];         /* policy, "" for none */
 };
 
 /* ---- trash: blobs whose rows are gone ---------------------------------- */
@@ -395,20 +400,6 @@ static void withdraw(Store *s, Job *list, const AgError *e)
     fail_list(list, e);
 }
 
-/* The rows of list are durable: replaced blobs may go now. */
-static void rows_durable(Store *s, Job *list)
-{
-    for (Job *j = list; j != NULL; j = j->next) {
-        if (j->rc == AG_OK && j->outcome == STORE_REPLACED) {
-            pthread_mutex_lock(&s->write_lock);
-            empty_trash(s);
-            pthread_mutex_unlock(&s->write_lock);
-            break;
-        }
-    }
-    finish_jobs(s, list);
-}
-
 /* Move the live jobs of list to the committer, in order. */
 static void to_committer(Store *s, Job *list)
 {
@@ -453,12 +444,14 @@ static void settle_cycle(Store *s, Job *w, Job *r, Job *c, uint64_t seq)
     AgError e;
     if (s->cfg.sync == STORE_SYNC_FILES || dirs_are_cheaper(w, r, c)) {
         settle_dirs(s, r);
-    } else if (store__blob_sync_fs(s->blobs, &e) != AG_OK) {
+    } else if (store__blob_sync_fs(s->blobs, &e) != AG_OK ||
+               store__blob_fault(s->blobs, "blob.syncfs", &e)) {
         fail_list(w, &e);
         fail_list(r, &e);
         withdraw(s, c, &e);
     } else {
-        /* Fault points: the flush of the bytes, of the names. */
+        /* Fault points: the flush of the bytes, of the names, as the
+         * writers' own fsyncs have them. */
         if (w != NULL && store__blob_fault(s->blobs, "blob.fsync", &e)) {
             fail_list(w, &e);
         }
@@ -466,7 +459,7 @@ static void settle_cycle(Store *s, Job *w, Job *r, Job *c, uint64_t seq)
             fail_list(r, &e);
         }
     }
-    rows_durable(s, c);
+    finish_jobs(s, c);   /* their rows are durable now */
     pthread_mutex_lock(&s->lock);
     s->durable_seq = seq;
     pthread_cond_broadcast(&s->durable_cv);
@@ -662,6 +655,15 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
     s->cfg = *cfg;
     ag_fmt(s->data_dir, sizeof s->data_dir, "%s", cfg->data_dir);
     s->cfg.data_dir = s->data_dir;
+    if (cfg->compress_ts != NULL && !store__compress_syntax_ok(cfg->compress_ts)) {
+        ag_free(s);
+        return ag_error_set(err, AG_ERR_INVALID, "compression policy: %.64s "
+                            "is not a lossless syntax Agora encodes",
+                            cfg->compress_ts);
+    }
+    ag_fmt(s->compress_ts, sizeof s->compress_ts, "%s",
+           cfg->compress_ts ? cfg->compress_ts : "");
+    s->cfg.compress_ts = NULL;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_cond_init(&s->written_cv, NULL);
@@ -691,7 +693,10 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
         rc = ag_error_set(err, AG_ERR_NOMEM, "store: out of memory");
     }
     if (rc == AG_OK && !cfg->read_only) {
+        /* Not under the replace policy: a replacement's commit drops the
+         * old row, and a syncfs failing after it could not give it back. */
         s->defer_index_sync = cfg->sync == STORE_SYNC_FILESYSTEM &&
+                              cfg->dup_policy != STORE_DUP_REPLACE &&
                               s->index->ops->set_commit_sync != NULL &&
                               same_file_system(path, s->data_dir);
         empty_trash(s);   /* finish deletions a crash interrupted */
@@ -982,8 +987,54 @@ static int submit_job(Store *s, AgArena *a, Job *j, Req *q)
  * and is consumed whatever the result.  what: prefix for parse errors
  * (NULL for none).
  */
+static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
+                            const char *spool, const char *what, Req *q);
+
+/* The compression policy: data replaced by its re-encoded form in *buf
+ * when that applies (the spool, which holds the original, is dropped). */
+static void compress_policy(Store *s, const uint8_t **data, size_t *len,
+                            const char **spool, AgBuf *buf)
+{
+    bool changed = false;
+    store__compress(s->compress_ts, *data, *len, buf, &changed);
+    if (!changed) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->zstats.instances++;
+    s->zstats.bytes_in += *len;
+    s->zstats.bytes_out += buf->len;
+    pthread_mutex_unlock(&s->lock);
+    if (*spool != NULL) {
+        unlink(*spool);
+        *spool = NULL;
+    }
+    *data = buf->data;
+    *len = buf->len;
+}
+
+void store_compress_stats(Store *s, StoreCompressStats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->zstats;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static int ingest_mem(Store *s, const uint8_t *data, size_t len,
                       const char *spool, const char *what, Req *q)
+{
+    AgBuf zbuf;
+    ag_buf_init(&zbuf, (size_t)4 << 30);
+    if (s->compress_ts[0] != '\0' && len <= max_bytes(s)) {
+        compress_policy(s, &data, &len, &spool, &zbuf);
+    }
+    int rc = ingest_mem_as_is(s, data, len, spool, what, q);
+    ag_buf_deinit(&zbuf);
+    return rc;
+}
+
+static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
+                            const char *spool, const char *what, Req *q)
 {
     AgError *err = q->err;
     AgArena *a = NULL;
@@ -1118,7 +1169,10 @@ static int ingest_file(Store *s, int fd, const char *path, bool take, Req *q)
     int rc = AG_OK;
     if (fstat(fd, &st) != 0) {
         rc = ag_error_errno(q->err, AG_ERR_IO, "stat %s", path);
-    } else if (S_ISREG(st.st_mode) && (uint64_t)st.st_size <= INLINE_FILE_MAX) {
+    } else if (S_ISREG(st.st_mode) &&
+               ((uint64_t)st.st_size <= INLINE_FILE_MAX ||
+                (s->compress_ts[0] != '\0' &&
+                 (uint64_t)st.st_size <= COMPRESS_FILE_MAX))) {
         uint8_t *data = NULL;
         size_t len = 0;
         bool grew = false;

@@ -67,6 +67,13 @@ typedef struct StoreConfig {
     uint32_t commit_batch_max;     /* instances per transaction; 0 = 512 */
     uint32_t max_instance_bytes_mb;/* refuse larger instances; 0 = 4096 */
     bool read_only;                /* open the index without writing */
+    /* Storage policy (issue 5): re-encode uncompressed images in this
+     * lossless transfer syntax before storing them (JPEG-LS lossless
+     * 1.2.840.10008.1.2.4.80, RLE 1.2.840.10008.1.2.5 or JPEG 2000
+     * lossless 1.2.840.10008.1.2.4.90), keeping the original when the
+     * result does not decode back bit-exactly or is not smaller.  NULL:
+     * store as received. */
+    const char *compress_ts;
 } StoreConfig;
 
 /**
@@ -373,6 +380,13 @@ typedef struct StoreCommitStats {
     uint64_t queued, batches, batched, max_batch;
 } StoreCommitStats;
 void store_commit_stats(Store *s, StoreCommitStats *out);
+
+/* What the compression policy did: instances re-encoded, their bytes as
+ * received and as stored. */
+typedef struct StoreCompressStats {
+    uint64_t instances, bytes_in, bytes_out;
+} StoreCompressStats;
+void store_compress_stats(Store *s, StoreCompressStats *out);
 
 /* ---- remote DICOM nodes (`agora node`, C-MOVE destinations) -------------- */
 

@@ -182,6 +182,17 @@ struct StoreIndex {
     const StoreIndexOps *ops;
 };
 
+/* ---- compression on ingest (compress.c) -------------------------------- */
+
+/* A lossless syntax the policy may use, with an encoder here. */
+bool store__compress_syntax_ok(const char *ts_uid);
+/* Re-encode the Part 10 instance in data to ts_uid, appending the new file
+ * to out and setting *changed, when it is a native image that the codec
+ * encodes, that shrinks, and whose frames decode back bit-exactly; else
+ * *changed is false and nothing is appended.  Never fails the ingest. */
+int store__compress(const char *ts_uid, const uint8_t *data, size_t len,
+                    AgBuf *out, bool *changed);
+
 /* Accessors for the other files of the store. */
 StoreBlobs *store__blobs(Store *s);
 StoreIndex *store__index(Store *s);

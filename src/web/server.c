@@ -267,6 +267,16 @@ static void store_metrics(AgBuf *b, Store *store)
            "group-commit batch so far.");
     ag_buf_printf(b, "agora_store_commit_batch_size_max %llu\n",
                   (unsigned long long)cs.max_batch);
+    StoreCompressStats zs;
+    store_compress_stats(store, &zs);
+    metric(b, "agora_compressed_instances_total", "counter", "Instances "
+           "re-encoded by the compression policy.");
+    ag_buf_printf(b, "agora_compressed_instances_total %llu\n",
+                  (unsigned long long)zs.instances);
+    metric(b, "agora_compressed_bytes_saved_total", "counter", "Bytes the "
+           "compression policy saved (as received minus as stored).");
+    ag_buf_printf(b, "agora_compressed_bytes_saved_total %llu\n",
+                  (unsigned long long)(zs.bytes_in - zs.bytes_out));
 }
 
 static void dimse_metrics(AgBuf *b, const WebConfig *cfg)
