@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1137,6 +1138,156 @@ def phase_ingest(res, ctx, targets, reps, timeout):
                                                   c["n"] / secs, rss))
 
 
+# ---------------------------------------------------------------------------
+# import: files already on disk into the archive
+
+IMPORT_CLIENTS = 4            # parallel REST clients for Orthanc
+
+
+def m_agora_import(c, data_dir, timeout):
+    """`agora import --data DIR CORPUS`: the whole process, collection of
+    the files and opening the store included.  Every instance must be
+    reported stored (the corpus folder's two JSON files are skipped)."""
+    secs, r = run([Agora.exe, "import", "--data", data_dir, c["dir"]],
+                  timeout, "agora import")
+    out = r.stdout.decode(errors="replace")
+    m = re.search(r"^summary: (\d+) stored, (\d+) duplicates, (\d+) "
+                  r"rejected", out, re.M)
+    if m is None or int(m.group(1)) != c["n"]:
+        raise BenchError("agora import stored %s of %d: %s" % (
+            m.group(1) if m else "?", c["n"], out[-300:]))
+    return secs
+
+
+def m_orthanc_import(server, c, timeout, res):
+    """Orthanc's own way to import files: POST /instances, one file per
+    request (as its ImportDicomFiles.py does), IMPORT_CLIENTS clients at
+    once with kept-alive connections.  A refused file is posted once more
+    (Orthanc rarely answers 500 to parallel stores, see the index load)
+    and the retry is reported as a warning."""
+    files = c["files"]
+    errors = []
+
+    def client(k):
+        s = session_for(server)
+        for fn in files[k::IMPORT_CLIENTS]:
+            with open(fn, "rb") as f:
+                data = f.read()
+            for attempt in (1, 2):
+                r = s.post(server.web + "/instances", data=data,
+                           timeout=timeout,
+                           headers={"Content-Type": "application/dicom"})
+                if r.status_code == 200:
+                    break
+                if attempt == 1:
+                    res.warnings.append(
+                        "Orthanc refused %s (HTTP %d) during the REST "
+                        "import; posted again" % (fn, r.status_code))
+                else:
+                    errors.append("%s: HTTP %d" % (fn, r.status_code))
+                    return
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,))
+               for k in range(IMPORT_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    secs = time.perf_counter() - t0
+    if errors:
+        raise BenchError("Orthanc REST import: %s" % "; ".join(errors[:3]))
+    verify_count(server, c["n"])
+    return secs
+
+
+def m_copy_sync(c, dest, timeout):
+    """The floor: `cp -r` of the corpus folder, then `sync -f` (syncfs of
+    the destination's file system) so that the bytes are durable too.  No
+    parse, no index, no per-file fsync."""
+    secs1, _ = run(["cp", "-r", c["dir"], dest], timeout, "cp -r")
+    secs2, _ = run(["sync", "-f", dest], timeout, "sync -f")
+    return secs1 + secs2
+
+
+def phase_import(res, ctx, factories, scratch_root, reps, timeout):
+    """agora import vs Orthanc's REST import vs cp -r + sync, fresh
+    destination each run, on the same scratch file system."""
+    orthanc = next((f for f in factories if f.cls is Orthanc), None)
+    agora_ok = any(f.cls is Agora for f in factories)
+    n = 0
+    for rep in range(reps):
+        for cname in ("small", "large"):
+            c = ctx["corpora"][cname]
+            metric = "import.%s" % cname
+            n += 1
+            if agora_ok:
+                d = os.path.join(scratch_root, "agora-import-%d" % n)
+                secs = try_measure(res, metric, Agora(d, "import"),
+                                   lambda: m_agora_import(c, d, timeout))
+                if secs is not None:
+                    res.add(metric, "Agora", secs)
+                    log("rep %d Agora    %-16s %7.2f s  %6.0f inst/s" % (
+                        rep + 1, metric, secs, c["n"] / secs))
+            if orthanc is not None and not orthanc.failed:
+                server = orthanc("import")
+                if orthanc.start(server, res, metric):
+                    secs = try_measure(
+                        res, metric, server,
+                        lambda: m_orthanc_import(server, c, timeout, res))
+                    server.stop(kill=True)
+                    if secs is not None:
+                        res.add(metric, "Orthanc", secs)
+                        log("rep %d Orthanc  %-16s %7.2f s  %6.0f inst/s" % (
+                            rep + 1, metric, secs, c["n"] / secs))
+            d = os.path.join(scratch_root, "cp-import-%d" % n)
+            secs = try_measure(res, metric, CopySync(),
+                               lambda: m_copy_sync(c, d, timeout))
+            if secs is not None:
+                res.add(metric, "cp", secs)
+                log("rep %d cp+sync  %-16s %7.2f s  %6.0f inst/s" % (
+                    rep + 1, metric, secs, c["n"] / secs))
+
+
+class CopySync:
+    """Stands for `cp -r` + `sync -f` in the results (a reference)."""
+    name = "cp"
+    strict = True
+
+
+def import_rows(ctx):
+    rows = []
+    for cname in ("small", "large"):
+        c = ctx["corpora"][cname]
+        desc = "%s × %d×%d, %.0f MB" % ("{:,}".format(c["n"]),
+                                        c["manifest"]["rows"],
+                                        c["manifest"]["cols"],
+                                        c["bytes"] / 1e6)
+        rows.append(("import.%s" % cname, "import of the %s corpus (%s) "
+                     "from files on disk" % (cname, desc),
+                     "inst/s · MB/s ↑", ("rate", c["n"], c["bytes"])))
+    return rows
+
+
+def import_table(res, ctx):
+    lines = [
+        "| measurement | unit | Agora `import` | Orthanc REST import "
+        "(%d clients) | `cp -r` + `sync -f` | Agora vs Orthanc | "
+        "Agora vs cp |" % IMPORT_CLIENTS,
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label, unit, kind in import_rows(ctx):
+        cells, score = {}, {}
+        for t in ("Agora", "Orthanc", "cp"):
+            cells[t], score[t] = cell(res, key, t, kind)
+        if all(v == "—" for v in cells.values()):
+            continue
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, unit, cells["Agora"], cells["Orthanc"], cells["cp"],
+            advantage(score["Agora"], score["Orthanc"]),
+            advantage(score["Agora"], score["cp"])))
+    return "\n".join(lines)
+
+
 QUERY_METRICS = ["echo.held"] + \
     ["%s.%s" % (p, k) for p in ("find.held", "find.proc", "qido")
      for k, _ in QUERY_KINDS] + \
@@ -1515,6 +1666,7 @@ def main():
 
     res = Results()
     phase_ingest(res, ctx, factories, reps, timeout)
+    phase_import(res, ctx, factories, servers_root, reps, timeout)
 
     move_dest = Storescp(os.path.join(servers_root, "move-dest"), "movedest")
     move_dest.start()
@@ -1532,7 +1684,7 @@ def main():
             res.extra[prefix + kind] = txt
 
     if not agora_ok:
-        for key, _l, _u, _k in build_rows(ctx):
+        for key, _l, _u, _k in build_rows(ctx) + import_rows(ctx):
             res.na(key, "Agora", "not built yet")
 
     parse_md = ""
@@ -1631,6 +1783,21 @@ def report(res, ctx, args, reps, versions, parse_md, agora_ok, agora_why):
         "figure (~0.1-0.2 ms per round trip). Agora's own DIMSE load client "
         "will come with its network layer (src/net) and replace it for all "
         "servers.",
+        "",
+    ]
+    lines += [
+        "## Import",
+        "",
+        import_table(res, ctx),
+        "",
+        "Files already on disk into the archive, fresh destination each run, "
+        "on the servers' scratch file system: `agora import --data DIR "
+        "CORPUS` (the whole process; every instance durable and indexed "
+        "before it is reported stored); Orthanc's REST import (`POST "
+        "/instances`, one file per request, %d clients at once; Orthanc "
+        "fsyncs each file, SyncStorageArea); `cp -r` + `sync -f`, the floor "
+        "(bytes copied and flushed, nothing parsed or indexed)." %
+        IMPORT_CLIENTS,
         "",
     ]
     if parse_md:

@@ -336,7 +336,8 @@ static int collect_media(Import *im, const char *p, bool *is_dir)
         ? dicom_dataset_find(f->dataset, TAG_DIRECTORY_RECORD_SEQ)
         : NULL;
     if (rc != AG_OK || seq == NULL || seq->vr != DICOM_VR_SQ) {
-        fprintf(stderr, "agora import: %s: not a readable DICOMDIR: %s\n", p,
+        fprintf(stderr, "agora import: %s: not a readable DICOMDIR: %s "
+                "(import its folder to take every file in it)\n", p,
                 rc != AG_OK ? err.msg : "no Directory Record Sequence");
         ag_arena_destroy(a);
         im->missing++;

@@ -62,6 +62,12 @@ static void usage(FILE *out)
             "                         (closed networks and tests only)\n"
             "  --http-basic           accept HTTP Basic credentials "
             "(DICOMweb clients)\n"
+            "  --sync filesystem|files  how stored instances are made durable:"
+            " one\n"
+            "                         syncfs per batch under load (default), "
+            "or only\n"
+            "                         Agora's own files (a shared file "
+            "system)\n"
             "  --compress C           store uncompressed images compressed "
             "losslessly:\n"
             "                         jpeg-ls, rle, j2k or none (default none)\n"
@@ -92,7 +98,8 @@ static void usage(FILE *out)
 
 /* Access control options (issue 7). */
 enum { OPT_HTTP_ANONYMOUS = 0x300, OPT_HTTP_BASIC, OPT_HTTP_CERT,
-       OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS, OPT_COMPRESS };
+       OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS, OPT_COMPRESS,
+       OPT_SYNC };
 
 /* Long options without a short form (values past any character). */
 enum { OPT_VIEWER_DIR = 0x200, OPT_UI_DIR };
@@ -279,6 +286,7 @@ int cmd_serve(int argc, char **argv)
         {"http-key", required_argument, NULL, OPT_HTTP_KEY},
         {"decoders", required_argument, NULL, OPT_DECODERS},
         {"compress", required_argument, NULL, OPT_COMPRESS},
+        {"sync", required_argument, NULL, OPT_SYNC},
         {"decode-in-process", no_argument, NULL, OPT_DECODE_IN_PROCESS},
         /* audit trail export (src/audit) */
         {"audit-syslog", required_argument, NULL, OPT_AUDIT_SYSLOG},
@@ -364,6 +372,17 @@ int cmd_serve(int argc, char **argv)
         case OPT_HTTP_CERT: http_cert = optarg; break;
         case OPT_HTTP_KEY: http_key = optarg; break;
         case OPT_DECODERS: sbx.helpers = (unsigned)atoi(optarg); break;
+        case OPT_SYNC:
+            if (strcmp(optarg, "filesystem") == 0) {
+                scfg.sync = STORE_SYNC_FILESYSTEM;
+            } else if (strcmp(optarg, "files") == 0) {
+                scfg.sync = STORE_SYNC_FILES;
+            } else {
+                fprintf(stderr, "agora serve: --sync is filesystem or "
+                        "files\n");
+                return 2;
+            }
+            break;
         case OPT_COMPRESS:
             if (cli_compress_syntax(optarg, &scfg.compress_ts) != 0) {
                 fprintf(stderr, "agora serve: --compress is jpeg-ls, rle, "

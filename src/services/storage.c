@@ -45,6 +45,19 @@ typedef struct Spool {
     AgError err;
 } Spool;
 
+static int spool_write(Spool *sp, const void *p, size_t n)
+{
+    if (ag_fault("spool.write")) {
+        errno = ENOSPC;
+        return ag_error_errno(&sp->err, AG_ERR_IO, "write %s", sp->path);
+    }
+    int rc = ag_write_all(sp->fd, p, n, &sp->err);
+    if (rc != AG_OK) {
+        ag_error_prefix(&sp->err, "%s: ", sp->path);
+    }
+    return rc;
+}
+
 static int spill(Spool *sp)
 {
     ag_fmt(sp->path, sizeof sp->path, "%s/dimse-XXXXXX", sp->dir);
@@ -52,7 +65,7 @@ static int spill(Spool *sp)
     if (sp->fd < 0) {
         return ag_error_errno(&sp->err, AG_ERR_IO, "spool %s", sp->path);
     }
-    int rc = ag_write_all(sp->fd, sp->mem.data, sp->mem.len, &sp->err);
+    int rc = spool_write(sp, sp->mem.data, sp->mem.len);
     ag_buf_deinit(&sp->mem);
     return rc;
 }
@@ -77,7 +90,7 @@ static int spool_sink(void *ctx, const uint8_t *data, size_t len,
     }
     sp->rc = sp->fd < 0 ? spill(sp) : AG_OK;
     if (sp->rc == AG_OK) {
-        sp->rc = ag_write_all(sp->fd, data, len, &sp->err);
+        sp->rc = spool_write(sp, data, len);
     }
     return sp->rc;
 }

@@ -43,7 +43,13 @@ FAULT_POINTS = {
     "blob.dirsync": ("fsync",),
     "index.commit": ("commit",),
 }
+# The syncfs that makes a cycle's blobs and index commit durable at once
+# (many files in flight): failing it fails all of them.
+BATCH_POINTS = {**FAULT_POINTS, "blob.syncfs": ("fsync",)}
 UID_ROOT = "1.2.826.0.1.3680043.10.543.77"
+# `agora import --sync`: one syncfs per cycle (adapting to the load), or
+# fsyncs of each file and folder.
+SYNC_MODES = ["filesystem", "files"]
 
 
 # ---- running the binary -----------------------------------------------------
@@ -546,12 +552,13 @@ def test_check_rebuilds_lost_index(st_data, st_generated):
 
 # ---- injected faults --------------------------------------------------------
 
+@pytest.mark.parametrize("sync", SYNC_MODES)
 @pytest.mark.parametrize("point", list(FAULT_POINTS))
-def test_fault_at_each_write_point(st_data, tmp_path, point):
+def test_fault_at_each_write_point(st_data, tmp_path, point, sync):
     files = make_instances(tmp_path / "f", 8,
                            str(100 + list(FAULT_POINTS).index(point)))
     paths = [p for p, _, _ in files]
-    res = st_import(st_data, *paths, jobs=1, fault=f"{point}:3")
+    res = st_import(st_data, *paths, jobs=1, fault=f"{point}:3", sync=sync)
     assert res.rc == 1, res.where()
     assert len(res.rejected) == 1, res.where()
     reason = next(iter(res.rejected.values())).lower()
@@ -564,11 +571,80 @@ def test_fault_at_each_write_point(st_data, tmp_path, point):
     assert_check_clean(st_data, 7)
     assert tmp_leftovers(st_data) == []
     # Without the fault: exactly the rejected one is stored now.
-    again = st_import(st_data, *paths, jobs=1)
+    again = st_import(st_data, *paths, jobs=1, sync=sync)
     assert set(again.stored) == set(res.rejected), again.where()
     assert set(again.duplicate) == set(res.stored)
     assert len(ls_uids(st_data)) == 8
     assert_check_clean(st_data, 8)
+
+
+# Many files in flight: blobs wait unsynced and one syncfs per cycle makes
+# a whole batch durable (and, deferred, the index commit before it).  A
+# fault there fails every instance of that step of the cycle -- and only
+# those: the rest is stored, durable and consistent.
+BATCH_FAULTS = ["blob.write:40", "blob.rename:60", "index.commit:2",
+                "blob.syncfs:2", "blob.syncfs:3", "blob.syncfs:4"]
+
+
+@pytest.mark.parametrize("sync", SYNC_MODES)
+@pytest.mark.parametrize("fault", BATCH_FAULTS)
+def test_fault_in_a_large_batch(st_data, st_generated, fault, sync):
+    if fault.startswith("blob.syncfs") and sync == "files":
+        pytest.skip("--sync files never calls syncfs")
+    paths = [str(p) for p, _, _ in st_generated[:300]]
+    res = st_import(st_data, *paths, fault=fault, sync=sync)
+    point = fault.split(":")[0]
+    assert res.rc == 1 and res.rejected, res.where()
+    for reason in res.rejected.values():
+        assert any(w in reason.lower() for w in BATCH_POINTS[point]), \
+            f"{fault}: rejection does not name the problem: {reason}"
+    assert len(res.stored) + len(res.rejected) == 300, res.where()
+    # What was acknowledged is there, and nothing else.
+    assert ls_uids(st_data) == set(res.stored.values())
+    assert len(blob_files(st_data)) == len(res.stored)
+    assert tmp_leftovers(st_data) == []
+    assert_check_clean(st_data, len(res.stored))
+    again = st_import(st_data, *paths, sync=sync)
+    assert set(again.stored) == set(res.rejected), again.where()
+    assert len(ls_uids(st_data)) == 300
+    assert_check_clean(st_data, 300)
+
+
+@pytest.mark.parametrize("sync", SYNC_MODES)
+@pytest.mark.parametrize("point", list(FAULT_POINTS))
+def test_fault_every_time_in_large_batches(st_data, st_generated, point,
+                                           sync):
+    paths = [str(p) for p, _, _ in st_generated[:120]]
+    st_check(st_data)    # lay out the data folder (its fsyncs are faults too)
+    res = st_import(st_data, *paths, fault=f"{point}:*", sync=sync)
+    assert len(res.rejected) == 120 and not res.stored, res.where()
+    assert blob_files(st_data) == []
+    assert tmp_leftovers(st_data) == []
+    assert st_ls(st_data, "patients") == []
+    assert_check_clean(st_data, 0)
+
+
+def test_import_sync_modes_store_the_same(tmp_path, st_generated):
+    """Both ways of syncing store the same instances, byte for byte."""
+    paths = [str(p) for p, _, _ in st_generated[:100]]
+    blobs = {}
+    for sync in SYNC_MODES:
+        data = tmp_path / sync
+        res = st_import(data, *paths, sync=sync)
+        assert res.rc == 0 and len(res.stored) == 100, res.where()
+        assert_check_clean(data, 100)
+        blobs[sync] = {uid: blob_of(data, uid).read_bytes()
+                       for uid in res.stored.values()}
+        for path, uid in res.stored.items():
+            assert blobs[sync][uid] == pathlib.Path(path).read_bytes()
+    assert blobs["filesystem"] == blobs["files"]
+
+
+def test_import_bad_sync_is_usage_error(st_data, st_small):
+    p = st_run("import", "--data", st_data, "--sync", "never",
+               st_small[0][0])
+    assert p.returncode == 2
+    assert not blob_files(st_data)
 
 
 def test_fault_disk_full_everywhere(st_data, tmp_path):
@@ -597,8 +673,18 @@ def test_fault_commit_everywhere(st_data, tmp_path):
 
 # ---- kill -9 during concurrent ingest ---------------------------------------
 
-def test_kill9_during_import(st_data, tmp_path, st_generated):
+@pytest.mark.parametrize("jobs,sync", [(4, None), (None, "filesystem"),
+                                       (None, "files")],
+                         ids=["4-filesystem", "many-filesystem",
+                              "many-files"])
+def test_kill9_during_import(st_data, tmp_path, st_generated, jobs, sync):
+    """Killed at random moments: everything acknowledged survives intact.
+    With many files in flight the blobs wait for a shared syncfs and the
+    index commit leaves its fsync to the next one: still, no "stored" line
+    comes before both are on disk."""
     folder = st_generated[0][0].parent
+    extra = [] if jobs is None else ["--jobs", str(jobs)]
+    extra += [] if sync is None else ["--sync", sync]
     all_uids = {u for _, u, _ in st_generated}
     rng = random.Random(1234)
     acknowledged = set()
@@ -612,7 +698,7 @@ def test_kill9_during_import(st_data, tmp_path, st_generated):
             env = dict(os.environ)
             env.pop("AGORA_FAULT", None)
             proc = subprocess.Popen(
-                [AGORA, "import", "--data", str(st_data), "--jobs", "4",
+                [AGORA, "import", "--data", str(st_data), *extra,
                  str(folder)], stdout=f, stderr=subprocess.DEVNULL, env=env)
             time.sleep(rng.uniform(min(0.05, delay_max / 2), delay_max))
             proc.send_signal(signal.SIGKILL)
@@ -735,3 +821,113 @@ def test_demo_stores_synthetic_studies(tmp_path):
     d = pydicom.dcmread(blob)
     assert d.pixel_array.max() > d.pixel_array.min()
     assert st_run("demo", "--data", data, "0").returncode == 2
+
+
+# ---- C-STORE: received in memory, or spooled when large ---------------------
+
+def big_instance(path, uid, rows=1100, cols=1100):
+    """An instance of ~2.4 MB: over the size C-STORE keeps in memory, so it
+    is spooled to a file and renamed into the blob store."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+    import pydicom
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian = True
+    ds.is_implicit_VR = False
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = uid
+    ds.PatientID = "STBIG"
+    ds.StudyInstanceUID = uid + ".1"
+    ds.SeriesInstanceUID = uid + ".2"
+    ds.Modality = "CT"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = (np.arange(rows * cols, dtype=np.uint32) % 65521).astype(
+        np.uint16).tobytes()
+    pydicom.dcmwrite(str(path), ds, write_like_original=False)
+    return path
+
+
+def cstore_server(tmp_path, name, fault=None):
+    from test_dimse import Server
+    data = str(tmp_path / name)
+    st_run("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
+    env = {**os.environ, "AGORA_ADMIN_PASSWORD": "admin-password-1"}
+    env.pop("AGORA_FAULT", None)
+    if fault is not None:
+        env["AGORA_FAULT"] = fault
+    return Server(data, env=env)
+
+
+def storescu(srv, *files):
+    """-nh: go on after a refused instance."""
+    from test_dimse import ENV
+    return subprocess.run(["storescu", "-nh", "-aet", "SCU", "-aec", "AGORA",
+                           "127.0.0.1", str(srv.port), *map(str, files)],
+                          capture_output=True, text=True, env=ENV,
+                          timeout=TIMEOUT)
+
+
+def test_cstore_small_in_memory_and_large_spooled(tmp_path):
+    import pydicom
+    small = make_instances(tmp_path / "cs", 6, "300")
+    big = [big_instance(tmp_path / f"big{i}.dcm", f"{UID_ROOT}.301.{i + 1}")
+           for i in range(2)]
+    assert all(p.stat().st_size > (1 << 20) for p in big)
+    srv = cstore_server(tmp_path, "D")
+    try:
+        r = storescu(srv, *[p for p, _, _ in small], *big)
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert srv.stop() == 0
+    data = srv.data
+    sent = {pydicom.dcmread(str(p)).SOPInstanceUID: p
+            for p in [p for p, _, _ in small] + big}
+    assert ls_uids(data) == set(sent)
+    # Each blob holds the data set as sent, behind a Part 10 header.
+    for uid, p in sent.items():
+        got = pydicom.dcmread(str(blob_of(data, uid)))
+        want = pydicom.dcmread(str(p))
+        assert got.file_meta.TransferSyntaxUID == \
+            want.file_meta.TransferSyntaxUID
+        assert got.PixelData == want.PixelData, uid
+        assert got.PatientID == want.PatientID
+    assert tmp_leftovers(data) == []
+    assert_check_clean(data, len(sent))
+
+
+@pytest.mark.parametrize("fault,which", [
+    ("blob.write:2", "small"), ("blob.fsync:2", "small"),
+    ("blob.dirsync:2", "small"), ("index.commit:2", "small"),
+    ("spool.write:1", "big"), ("blob.rename:1", "big"),
+    ("blob.fsync:1", "big")])
+def test_cstore_fault_refuses_that_instance_only(tmp_path, fault, which):
+    """An I/O failure while storing answers that C-STORE with a failure
+    status (A700) and leaves nothing behind, in memory or spooled; the
+    association goes on with the next instance."""
+    import pydicom
+    small = [p for p, _, _ in make_instances(tmp_path / "cs", 4, "310")]
+    files = small if which == "small" else \
+        [big_instance(tmp_path / "big.dcm", f"{UID_ROOT}.311.1")] + small
+    srv = cstore_server(tmp_path, "D", fault=fault)
+    try:
+        r = storescu(srv, *files)
+    finally:
+        assert srv.stop() == 0
+    assert r.returncode == 0, r.stderr
+    log = pathlib.Path(srv.data + ".log").read_text()
+    assert "failed (a700)" in log, log[-2000:]   # Refused: Out of Resources
+    uids = [pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID
+            for p in files]
+    failed = uids[1] if which == "small" else uids[0]
+    assert ls_uids(srv.data) == set(uids) - {failed}
+    assert tmp_leftovers(srv.data) == []
+    assert_check_clean(srv.data, len(uids) - 1)
