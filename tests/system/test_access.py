@@ -734,3 +734,19 @@ def test_rest_delete_series_and_instances_and_settings(site, tmp_path):
     assert s["aet"] == "AGORA" and s["accept_unknown_ae"] is True
     assert s["http_anonymous"] is False and s["decoders"] == 2
     assert rad.get("/api/v1/settings").status_code == 403
+
+
+def test_import_and_cli_changes_are_audited(tmp_path):
+    import json
+    data = str(tmp_path / "d")
+    src = tmp_path / "src"
+    src.mkdir()
+    make_study(str(src), UID.format(80), None, n=2)
+    agora("import", "--data", data, str(src))
+    agora("dept", "--data", data, "add", "surgery")
+    recs = json.loads(agora("audit", "list", "--data", data, "--json").stdout)
+    imp = [r for r in recs if r["event"] == 110107]
+    assert len(imp) == 1 and imp[0]["count"] == 2 and imp[0]["action"] == "C"
+    assert any(r["event"] == 110113 and "dept add surgery" in r.get("detail", "")
+               for r in recs)
+    assert agora("audit", "verify", "--data", data).returncode == 0
