@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,32 @@ static long plain_write(void *ctx, const void *buf, size_t n)
     for (;;) {
         ssize_t r = send(fd, buf, n, MSG_NOSIGNAL);
         if (r >= 0 || errno != EINTR) {
+            return (long)r;
+        }
+    }
+}
+
+static long plain_write_more(void *ctx, const void *buf, size_t n)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_MORE);
+        if (r >= 0 || errno != EINTR) {
+            return (long)r;
+        }
+    }
+}
+
+static long plain_send_file(void *ctx, int in_fd, uint64_t *off, size_t n)
+{
+    int fd = *(int *)ctx;
+    off_t o = (off_t)*off;
+    for (;;) {
+        ssize_t r = sendfile(fd, in_fd, &o, n);
+        if (r >= 0 || errno != EINTR) {
+            if (r > 0) {
+                *off = (uint64_t)o;
+            }
             return (long)r;
         }
     }
@@ -128,6 +155,8 @@ void net_transport_plain(NetTransport *t, int fd)
     t->read = plain_read;
     t->write = plain_write;
     t->pending = NULL;
+    t->write_more = plain_write_more;
+    t->send_file = plain_send_file;
     t->ctx = &t->fd;
 }
 
@@ -184,13 +213,15 @@ static int read_full(NetAssoc *a, uint8_t *buf, size_t n, int64_t deadline,
     return AG_OK;
 }
 
-static int write_full(NetAssoc *a, const uint8_t *buf, size_t n,
+static int write_some(NetAssoc *a, const uint8_t *buf, size_t n, bool more,
                       AgError *err)
 {
     int64_t deadline = now_ms() + a->lim.idle_ms;
     size_t put = 0;
     while (put < n) {
-        long w = a->t.write(a->t.ctx, buf + put, n - put);
+        long w = more && a->t.write_more != NULL
+                     ? a->t.write_more(a->t.ctx, buf + put, n - put)
+                     : a->t.write(a->t.ctx, buf + put, n - put);
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int rc = wait_fd(a, POLLOUT, deadline, err);
             if (rc != AG_OK) {
@@ -202,6 +233,38 @@ static int write_full(NetAssoc *a, const uint8_t *buf, size_t n,
             return ag_error_errno(err, AG_ERR_IO, "send");
         }
         put += (size_t)w;
+    }
+    return AG_OK;
+}
+
+static int write_full(NetAssoc *a, const uint8_t *buf, size_t n,
+                      AgError *err)
+{
+    return write_some(a, buf, n, false, err);
+}
+
+/* Send n bytes of in_fd from off through the transport's send_file. */
+static int send_file_full(NetAssoc *a, int in_fd, uint64_t off, size_t n,
+                          AgError *err)
+{
+    int64_t deadline = now_ms() + a->lim.idle_ms;
+    while (n > 0) {
+        long w = a->t.send_file(a->t.ctx, in_fd, &off, n);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(a, POLLOUT, deadline, err);
+            if (rc != AG_OK) {
+                return rc;
+            }
+            continue;
+        }
+        if (w < 0) {
+            return ag_error_errno(err, AG_ERR_IO, "sendfile");
+        }
+        if (w == 0) {
+            return ag_error_set(err, AG_ERR_IO, "sendfile: the file "
+                                "ended early");
+        }
+        n -= (size_t)w;
     }
     return AG_OK;
 }
@@ -681,6 +744,23 @@ bool net_cancel_requested(NetAssoc *a, uint16_t message_id)
 }
 
 /* Send bytes as PDVs of at most the peer's Maximum Length. */
+/* The 12 bytes before a PDV's data: P-DATA-TF PDU header (PS3.8 9.3.5)
+ * and the PDV item header with its message control header (E.2). */
+static void pdv_header(uint8_t h[12], uint8_t context_id, bool command,
+                       uint32_t chunk, bool final)
+{
+    h[0] = NET_PDU_P_DATA_TF;
+    h[1] = 0;
+    be32(h + 2, chunk + 6);
+    be32(h + 6, chunk + 2);
+    h[10] = context_id;
+    h[11] = (uint8_t)((command ? 1 : 0) | (final ? 2 : 0));
+}
+
+/* Small PDVs go out in one write with their header: with TCP_NODELAY a
+ * separate 12-byte write would be a packet of its own. */
+#define PDV_COALESCE 4096
+
 static int send_pdvs(NetAssoc *a, uint8_t context_id, bool command,
                      const uint8_t *p, size_t n, bool last, AgError *err)
 {
@@ -688,16 +768,19 @@ static int send_pdvs(NetAssoc *a, uint8_t context_id, bool command,
     do {
         uint32_t chunk = n > max_data ? max_data : (uint32_t)n;
         bool final = last && chunk == n;
-        uint8_t h[12];
-        h[0] = NET_PDU_P_DATA_TF;
-        h[1] = 0;
-        be32(h + 2, chunk + 6);
-        be32(h + 6, chunk + 2);
-        h[10] = context_id;
-        h[11] = (uint8_t)((command ? 1 : 0) | (final ? 2 : 0));
-        int rc = write_full(a, h, sizeof h, err);
-        if (rc == AG_OK && chunk > 0) {
-            rc = write_full(a, p, chunk, err);
+        uint8_t h[12 + PDV_COALESCE];
+        pdv_header(h, context_id, command, chunk, final);
+        int rc;
+        if (chunk <= PDV_COALESCE) {
+            if (chunk > 0) {
+                memcpy(h + 12, p, chunk);
+            }
+            rc = write_full(a, h, 12 + (size_t)chunk, err);
+        } else {
+            rc = write_some(a, h, 12, true, err);
+            if (rc == AG_OK) {
+                rc = write_full(a, p, chunk, err);
+            }
         }
         if (rc != AG_OK) {
             return rc;
@@ -751,32 +834,35 @@ static int fill(NetDataSource src, void *ctx, uint8_t *buf, size_t cap,
 int net_send_dataset(NetAssoc *a, uint8_t context_id, NetDataSource src,
                      void *ctx, AgError *err)
 {
-    size_t cap = a->send_max - 6;
-    if (a->out_cap < 2 * cap) {
-        uint8_t *p = ag_realloc(a->out, 2 * cap);
+    size_t cap = a->send_max - 6;   /* one PDV per PDU */
+    size_t room = 12 + cap;         /* its header in front: one write */
+    if (a->out_cap < 2 * room) {
+        uint8_t *p = ag_realloc(a->out, 2 * room);
         if (p == NULL) {
             return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
         }
         a->out = p;
-        a->out_cap = (uint32_t)(2 * cap);
+        a->out_cap = (uint32_t)(2 * room);
     }
     /* Two buffers: a chunk is sent only once we know whether another
      * follows, so that the last one carries the "last" bit. */
-    uint8_t *cur = a->out, *next = a->out + cap;
+    uint8_t *cur = a->out, *next = a->out + room;
     size_t cur_n, next_n;
     bool end;
-    int rc = fill(src, ctx, cur, cap, &cur_n, &end, err);
+    int rc = fill(src, ctx, cur + 12, cap, &cur_n, &end, err);
     while (rc == AG_OK) {
         if (end) {
-            return send_pdvs(a, context_id, false, cur, cur_n, true, err);
+            pdv_header(cur, context_id, false, (uint32_t)cur_n, true);
+            return write_full(a, cur, 12 + cur_n, err);
         }
-        rc = fill(src, ctx, next, cap, &next_n, &end, err);
+        rc = fill(src, ctx, next + 12, cap, &next_n, &end, err);
         if (rc != AG_OK) {
             break;
         }
         bool last = end && next_n == 0;
-        rc = send_pdvs(a, context_id, false, cur, cur_n, last, err);
-        if (last) {
+        pdv_header(cur, context_id, false, (uint32_t)cur_n, last);
+        rc = write_full(a, cur, 12 + cur_n, err);
+        if (last || rc != AG_OK) {
             return rc;
         }
         uint8_t *t = cur;
@@ -785,6 +871,63 @@ int net_send_dataset(NetAssoc *a, uint8_t context_id, NetDataSource src,
         cur_n = next_n;
     }
     return rc;
+}
+
+typedef struct FdSource {
+    int fd;
+    uint64_t pos, end;
+} FdSource;
+
+static int fd_read(void *ctx, uint8_t *buf, size_t cap, size_t *got,
+                   AgError *err)
+{
+    FdSource *f = ctx;
+    size_t want = f->end - f->pos < cap ? (size_t)(f->end - f->pos) : cap;
+    *got = 0;
+    while (want > 0) {
+        ssize_t n = pread(f->fd, buf, want, (off_t)f->pos);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return ag_error_errno(err, AG_ERR_IO, "read");
+        }
+        if (n == 0) {
+            return ag_error_set(err, AG_ERR_IO, "read: the file ended "
+                                "early");
+        }
+        *got = (size_t)n;
+        f->pos += (uint64_t)n;
+        break;
+    }
+    return AG_OK;
+}
+
+int net_send_dataset_fd(NetAssoc *a, uint8_t context_id, int fd,
+                        uint64_t off, uint64_t len, AgError *err)
+{
+    if (a->t.send_file == NULL || a->t.write_more == NULL || len == 0) {
+        FdSource src = {.fd = fd, .pos = off, .end = off + len};
+        return net_send_dataset(a, context_id, fd_read, &src, err);
+    }
+    /* Each PDU: its header (held back for the data, MSG_MORE), then the
+     * data from the page cache (sendfile); the last PDV is flagged. */
+    uint32_t max_data = a->send_max - 6;
+    while (len > 0) {
+        uint32_t chunk = len > max_data ? max_data : (uint32_t)len;
+        uint8_t h[12];
+        pdv_header(h, context_id, false, chunk, chunk == len);
+        int rc = write_some(a, h, sizeof h, true, err);
+        if (rc == AG_OK) {
+            rc = send_file_full(a, fd, off, chunk, err);
+        }
+        if (rc != AG_OK) {
+            return rc;
+        }
+        off += chunk;
+        len -= chunk;
+    }
+    return AG_OK;
 }
 
 int net_release(NetAssoc *a, AgError *err)

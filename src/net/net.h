@@ -272,6 +272,13 @@ typedef struct NetTransport {
     long (*read)(void *ctx, void *buf, size_t n);
     long (*write)(void *ctx, const void *buf, size_t n);
     bool (*pending)(void *ctx);   /* bytes buffered inside (TLS); may be NULL */
+    /* Optional, NULL when every byte must pass through write (TLS):
+     * write_more is write that tells the kernel more follows at once (the
+     * bytes may wait for it: MSG_MORE); send_file sends up to n bytes of
+     * in_fd from *off, advancing it, without copying them through user
+     * space (sendfile(2)); both return like write. */
+    long (*write_more)(void *ctx, const void *buf, size_t n);
+    long (*send_file)(void *ctx, int in_fd, uint64_t *off, size_t n);
     void *ctx;
 } NetTransport;
 
@@ -384,6 +391,11 @@ int net_send_command(NetAssoc *a, uint8_t context_id, const DimseCommand *c,
 /** Send a data set from a source, fragmented to the peer's Maximum Length. */
 int net_send_dataset(NetAssoc *a, uint8_t context_id, NetDataSource src,
                      void *ctx, AgError *err);
+/** Send len bytes of a file from offset off as a data set, e.g. a stored
+ * instance's data set: straight from the page cache to the socket
+ * (sendfile) where the transport allows, else through a buffer. */
+int net_send_dataset_fd(NetAssoc *a, uint8_t context_id, int fd,
+                        uint64_t off, uint64_t len, AgError *err);
 /** Send a data set held in memory. */
 int net_send_dataset_buf(NetAssoc *a, uint8_t context_id, const uint8_t *p,
                          size_t n, AgError *err);

@@ -234,6 +234,8 @@ int net_tls_start(NetTls *t, int fd, const char *server_name,
     tr->read = tls_read;
     tr->write = tls_write;
     tr->pending = tls_pending;
+    tr->write_more = NULL;     /* every byte is encrypted: no sendfile */
+    tr->send_file = NULL;
     tr->ctx = s;
     *out = s;
     return AG_OK;

@@ -29,32 +29,6 @@ bool svc__store_ok(uint16_t st)
 
 /* ---- one instance over an association ---------------------------------- */
 
-typedef struct FileSource {
-    int fd;
-    uint64_t pos, end;
-} FileSource;
-
-static int file_read(void *ctx, uint8_t *buf, size_t cap, size_t *got,
-                     AgError *err)
-{
-    FileSource *f = ctx;
-    size_t want = f->end - f->pos < cap ? (size_t)(f->end - f->pos) : cap;
-    *got = 0;
-    while (want > 0) {
-        ssize_t n = pread(f->fd, buf, want, (off_t)f->pos);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return ag_error_errno(err, AG_ERR_IO, "read blob");
-        }
-        *got = (size_t)n;
-        f->pos += (uint64_t)n;
-        break;
-    }
-    return AG_OK;
-}
-
 static bool is_native(const char *ts)
 {
     const DicomTransferSyntax *t = dicom_ts_lookup(ts);
@@ -142,10 +116,9 @@ int svc__send_instance(NetAssoc *a, uint16_t msg_id, const char *sop_uid,
     int rc;
     if (strcmp(send_ts, in.transfer_syntax) == 0) {
         rc = net_send_command(a, ctx, &c, err);
-        FileSource fs = {.fd = in.fd, .pos = in.dataset_offset,
-                         .end = in.size};
         if (rc == AG_OK) {
-            rc = net_send_dataset(a, ctx, file_read, &fs, err);
+            rc = net_send_dataset_fd(a, ctx, in.fd, in.dataset_offset,
+                                     in.size - in.dataset_offset, err);
         }
     } else {
         AgBuf buf;
