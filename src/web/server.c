@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* /dicom-web/studies/S/series/S/instances/I/bulkdata/ + a BulkDataURI's
  * tag path (TAG/ITEM/TAG..., items nested up to the reader's 32 levels). */
@@ -515,6 +516,10 @@ int web_server_start(const WebConfig *cfg, WebServer **out, AgError *err)
     if (s->cfg.timeout_s == 0) {
         s->cfg.timeout_s = 60;
     }
+    if (s->cfg.threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        s->cfg.threads = cpus > 2 ? (uint32_t)(4 * cpus) : 8;
+    }
     if (s->cfg.max_upload_bytes == 0) {
         s->cfg.max_upload_bytes = (uint64_t)4 << 30;
     }
@@ -524,8 +529,12 @@ int web_server_start(const WebConfig *cfg, WebServer **out, AgError *err)
     struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
                               .sin6_port = htons(cfg->port)};
     struct sockaddr *sa;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_INTERNAL_POLLING_THREAD;
+    /* A fixed pool of event-driven workers (epoll): idle keep-alive
+     * connections (a viewer opens several) and slow clients cost no
+     * thread.  Handlers may block briefly (a STOW-RS part waits for its
+     * group commit, a frame for its decoder), hence several workers per
+     * core. */
+    unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD;
     if (inet_pton(AF_INET, addr, &a4.sin_addr) == 1) {
         sa = (struct sockaddr *)&a4;
     } else if (inet_pton(AF_INET6, addr, &a6.sin6_addr) == 1) {
@@ -559,6 +568,7 @@ int web_server_start(const WebConfig *cfg, WebServer **out, AgError *err)
         flags, cfg->port, NULL, NULL, handle, s,
         MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),

@@ -44,6 +44,7 @@ typedef struct WebConfig {
     Store *store;                 /* borrowed */
     uint32_t max_connections;     /* default 256 */
     uint32_t timeout_s;           /* idle connection timeout, default 60 */
+    uint32_t threads;             /* worker pool, default 4 per CPU, >= 8 */
     uint64_t max_upload_bytes;    /* per STOW request, default 4 GiB */
     Access *access;               /* borrowed; users, sessions, scope */
     AuditLog *audit;              /* borrowed; NULL: nothing recorded */
