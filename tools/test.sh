@@ -75,7 +75,7 @@ if [ ! -f build-fuzz/build.ninja ]; then
         || cat build-fuzz.setup.log
 fi
 if ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
-    tests/fuzz/run.sh build-fuzz "${FUZZ_SECONDS:-45}"
+    FUZZ_SEED=${FUZZ_SEED-1} tests/fuzz/run.sh build-fuzz "${FUZZ_SECONDS:-45}"
     frc=$?
     nt=$(ls tests/fuzz/fuzz_*.c | wc -l)
     if [ $frc -eq 0 ]; then count "fuzz" "$nt" 0; else count "fuzz" 0 "$frc"; fi

@@ -2,6 +2,12 @@
 # Run every libFuzzer target in BUILDDIR for SECONDS each, over a seed
 # corpus made from files Debian's packages ship (nothing third-party is
 # committed).  Exit status: the number of targets that found a crash.
+#
+# FUZZ_SEED=N fixes libFuzzer's random seed, so that a run explores the
+# same inputs in the same order: the test suite (tools/test.sh) uses a
+# fixed seed, so a gate that passed here passes in CI and a finding can be
+# replayed; exploration (unset: a new seed each run, longer runs) is how
+# new bugs are looked for.
 set -uo pipefail
 BUILD=${1:-build-fuzz}
 SECS=${2:-45}
@@ -32,22 +38,35 @@ for f in "$WORK"/seed_read/*; do
 done
 
 crashed=0
+failed=""
 for exe in "$BUILD"/tests/fuzz/fuzz_*; do
     [ -f "$exe" ] && [ -x "$exe" ] || continue
     name=$(basename "$exe")
     seed="$WORK/seed_${name#fuzz_}"
     mkdir -p "$seed" "$WORK/out_$name"
     echo "--- $name"
-    if "$exe" -max_total_time="$SECS" -max_len=262144 -rss_limit_mb=2048 \
+    if "$exe" ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
+            -max_total_time="$SECS" -max_len=262144 -rss_limit_mb=2048 \
             -timeout=10 -print_final_stats=1 -artifact_prefix="$WORK/" \
             "$WORK/out_$name" "$seed" >"$WORK/$name.log" 2>&1; then
         grep -E "stat::number_of_executed_units|Done" "$WORK/$name.log" | tail -2
     else
         crashed=$((crashed + 1))
-        tail -60 "$WORK/$name.log"
-        for a in "$WORK"/crash-* "$WORK"/leak-* "$WORK"/timeout-* "$WORK"/oom-*; do
-            [ -f "$a" ] && { echo "artifact: $a"; xxd "$a" | head -200; }
+        # What happened first (the whole log's tail can be long), then
+        # the input, short: the full one is base64 so it can be replayed.
+        grep -m1 -A40 -E "ERROR: |==ERROR|runtime error" "$WORK/$name.log" ||
+            tail -60 "$WORK/$name.log"
+        for a in "$WORK"/crash-* "$WORK"/leak-* "$WORK"/timeout-* "$WORK"/oom-* \
+                 "$WORK"/slow-unit-*; do
+            [ -f "$a" ] || continue
+            echo "artifact: $a ($(stat -c %s "$a") bytes), base64:"
+            base64 -w 0 "$a" | head -c 16384
+            echo
+            rm -f "$a"
         done
+        failed="$failed ${name}($(grep -m1 -oE "ERROR: [A-Za-z]+: [a-z-]+|runtime error: [a-z ]+" \
+                                "$WORK/$name.log" | tr ' ' '_'))"
     fi
 done
+[ $crashed -eq 0 ] || echo "fuzz targets that failed:$failed"
 exit $crashed
