@@ -256,6 +256,10 @@ void web__audit_request(WebRequest *r)
     }
     bool dw = strncmp(r->url, "/dicom-web/", 11) == 0;
     bool uri = strcmp(r->url, "/wado") == 0;
+    if (strcmp(r->method, "OPTIONS") == 0 ||
+        strcmp(r->url, "/dicom-web/capabilities") == 0) {
+        return;   /* capabilities and CORS preflights touch no data */
+    }
     if (!dw && !uri) {
         return;
     }

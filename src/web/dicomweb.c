@@ -1803,7 +1803,8 @@ enum MHD_Result web__dicomweb_get(WebRequest *r, char **seg, int n)
     }
     if (n == 0) {
         /* What this origin serves (a summary; PS3.18 §8.9's full
-         * capabilities document is not produced). */
+         * capabilities document is OPTIONS /dicom-web and GET
+         * /dicom-web/capabilities, capabilities.c). */
         static const char CAPS[] =
             "{\"service\": \"DICOMweb\", \"standard\": \"PS3.18\", "
             "\"qido\": true, \"wado\": true, \"stow\": true, "

@@ -401,6 +401,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
     if (nseg >= 2 && strcmp(seg[0], "api") == 0 && strcmp(seg[1], "v1") == 0) {
         return web__api(r, seg + 2, nseg - 2, upload_data, upload_size);
     }
+    /* PS3.18 §8.9 Retrieve Capabilities (capabilities.c): describes the
+     * service, not its data, so it needs no credentials either. */
+    if (dicomweb && web__capabilities_wanted(r, seg + 1, nseg - 1)) {
+        return web__capabilities(r, seg + 1, nseg - 1);
+    }
     /* A CORS preflight carries no credentials (Fetch standard): it is
      * answered before authentication. */
     if (dicomweb && strcmp(method, "OPTIONS") == 0) {

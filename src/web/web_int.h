@@ -101,6 +101,26 @@ enum MHD_Result web__stow(WebRequest *r, char **seg, int nseg,
 void web__cors_headers(WebRequest *r, struct MHD_Response *resp);
 enum MHD_Result web__dicomweb_options(WebRequest *r);
 
+/* ---- capabilities (capabilities.c): PS3.18 §8.9 Retrieve Capabilities --
+ * OPTIONS under /dicom-web that is not a CORS preflight, and GET/HEAD
+ * /dicom-web/capabilities: WADL (the default) or JSON, without credentials
+ * (it describes the service, not its data).  seg: the path after
+ * /dicom-web. */
+bool web__capabilities_wanted(WebRequest *r, char **seg, int nseg);
+enum MHD_Result web__capabilities(WebRequest *r, char **seg, int nseg);
+typedef enum WebCapsFormat { WEB_CAPS_WADL, WEB_CAPS_JSON } WebCapsFormat;
+/* The form an Accept value (NULL: absent) asks for: AG_OK, AG_ERR_PARSE
+ * (400), AG_ERR_UNSUPPORTED (406).  Pure, thread-safe. */
+int web__caps_negotiate(const char *accept, WebCapsFormat *out,
+                        AgError *err);
+const char *web__caps_media(WebCapsFormat f);
+/* Append the document for seg[0..nseg) (nseg 0: every resource) to out;
+ * origin "http://host:port" or "" (bases relative to the origin).
+ * AG_ERR_NOTFOUND for a path that is no resource; AG_ERR_NOMEM,
+ * AG_ERR_LIMIT (out's cap) leave out as it was. */
+int web__caps_build(WebCapsFormat f, const char *origin, char **seg,
+                    int nseg, AgBuf *out, AgError *err);
+
 /* ---- content negotiation (accept.c) -------------------------------------
  * The Accept header (RFC 9110 §12.5.1) with the parameters PS3.18 §8.7.3.5
  * adds: type= of multipart/related and transfer-syntax=.  Pure functions,

@@ -220,7 +220,10 @@ def test_hostile_paths(web):
         assert "root:" not in r.text
     r = requests.request("DELETE", web.base + "/dicom-web/studies", timeout=10)
     assert r.status_code == 405
-    assert requests.options(web.base + "/dicom-web/studies", timeout=10).status_code == 204
+    # OPTIONS without CORS preflight headers: the capabilities (PS3.18 §8.9)
+    r = requests.options(web.base + "/dicom-web/studies", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/vnd.sun.wadl+xml"
 
 
 def test_frames_native(web):
