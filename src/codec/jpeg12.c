@@ -37,22 +37,13 @@
  * error (where libjpeg would warn and pad), as in jpeg.c.
  */
 #include "codec_int.h"
+#include "jpeg_huff.h"
 
 #include <inttypes.h>
 #include <string.h>
 
-#define LUT_BITS 10               /* Huffman look-ahead, covers most codes */
 #define MAX_COMP 3
 #define MAX_BLOCKS_IN_MCU 10      /* T.81 B.2.3 */
-
-/* Markers (T.81 Table B.1). */
-enum {
-    M_SOF0 = 0xC0, M_SOF1 = 0xC1, M_SOF2 = 0xC2, M_SOF3 = 0xC3,
-    M_DHT = 0xC4, M_JPG = 0xC8, M_DAC = 0xCC, M_SOF15 = 0xCF,
-    M_RST0 = 0xD0, M_SOI = 0xD8, M_EOI = 0xD9, M_SOS = 0xDA, M_DQT = 0xDB,
-    M_DNL = 0xDC, M_DRI = 0xDD, M_DHP = 0xDE, M_EXP = 0xDF, M_APP0 = 0xE0,
-    M_APP14 = 0xEE, M_APP15 = 0xEF, M_COM = 0xFE,
-};
 
 /* Zig-zag sequence index -> natural (row-major) index (T.81 Figure A.6).
  * Sixteen extra entries map a run that overshoots position 63 onto 63, as
@@ -65,16 +56,6 @@ static const uint8_t NATURAL[64 + 16] = {
     63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
 };
 
-/* One Huffman table (T.81 Annex C, F.2.2.3). */
-typedef struct Huff {
-    bool defined;
-    uint8_t vals[256];
-    int nvals;
-    int32_t maxcode[18];          /* largest code of length l, -1: none */
-    int32_t valoff[18];           /* vals index of code c: c + valoff[l] */
-    uint16_t lut[1 << LUT_BITS];  /* (length << 8) | symbol, 0: longer */
-} Huff;
-
 typedef struct Comp {
     uint8_t id;
     int h, v;                     /* sampling factors */
@@ -83,7 +64,7 @@ typedef struct Comp {
     size_t stride;                /* plane row length (whole MCUs) */
     uint16_t *plane;              /* decoded samples, 0..4095 */
     int32_t q[64];                /* table latched at the scan, natural */
-    const Huff *dc, *ac;
+    const JpegHuff *dc, *ac;
     int32_t pred;                 /* DC prediction (T.81 F.2.1.3.1) */
     bool done;                    /* decoded by an earlier scan */
 } Comp;
@@ -98,7 +79,7 @@ typedef struct Ctx {
     int hmax, vmax;
     uint32_t mcux, mcuy;          /* MCUs of an interleaved scan */
     Comp comp[MAX_COMP];
-    Huff dc[4], ac[4];
+    JpegHuff dc[4], ac[4];
     uint16_t qt[4][64];           /* natural order */
     bool qt_defined[4];
     uint32_t restart_interval;    /* MCUs; 0: none */
@@ -110,53 +91,9 @@ typedef struct Ctx {
 
 /* ---- entropy-coded bits (T.81 F.2.2.5, B.1.1.5) ------------------------ */
 
-/* acc holds nbits real bits, top-aligned.  Bytes are taken up to the next
- * marker; peeking past it sees zeros, but consuming those is an error, so
- * a stream that ends early is caught at the block that needs the bits. */
-typedef struct Bits {
-    const uint8_t *in;
-    size_t end;
-    size_t pos;
-    uint64_t acc;
-    int nbits;
-    bool at_marker;               /* pos is at 0xFF <marker> or at end */
-} Bits;
-
-static void bits_fill(Bits *b)
-{
-    while (b->nbits <= 56 && !b->at_marker) {
-        if (b->pos >= b->end) {
-            b->at_marker = true;
-            break;
-        }
-        uint8_t c = b->in[b->pos];
-        if (c == 0xFF) {
-            if (b->pos + 1 < b->end && b->in[b->pos + 1] == 0x00) {
-                b->pos += 2;          /* stuffed zero byte (F.1.2.3) */
-            } else {
-                b->at_marker = true;
-                break;
-            }
-        } else {
-            b->pos++;
-        }
-        b->acc |= (uint64_t)c << (56 - b->nbits);
-        b->nbits += 8;
-    }
-}
-
-/* Discard the rest of the segment up to the next marker (or the end). */
-static void bits_to_marker(Bits *b)
-{
-    for (;;) {
-        b->acc = 0;
-        b->nbits = 0;
-        if (b->at_marker) {
-            return;
-        }
-        bits_fill(b);
-    }
-}
+/* A JpegBits (jpeg_huff.h).  Every block consumes at least two real
+ * bits, so a stream that ends early is caught at the block that needs
+ * them. */
 
 /* ---- errors and small readers ------------------------------------------- */
 
@@ -166,40 +103,7 @@ static int fail(Ctx *c, size_t pos, const char *what)
                         "jpeg 12-bit: %s at offset %zu", what, pos);
 }
 
-static inline uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 /* ---- Huffman tables ----------------------------------------------------- */
-
-/* Build lookup structures; false if the code lengths overflow the code
- * space (T.81 C.2: canonical codes must fit in their length). */
-static bool huff_build(Huff *t, const uint8_t counts[16])
-{
-    int32_t code = 0;
-    int k = 0;
-    memset(t->lut, 0, sizeof t->lut);
-    for (int len = 1; len <= 16; len++) {
-        int cnt = counts[len - 1];
-        if (code + cnt > ((int32_t)1 << len)) {
-            return false;
-        }
-        t->maxcode[len] = cnt == 0 ? -1 : code + cnt - 1;
-        t->valoff[len] = cnt == 0 ? 0 : k - code;
-        for (int i = 0; i < cnt; i++, k++, code++) {
-            if (len <= LUT_BITS) {
-                int shift = LUT_BITS - len;
-                uint32_t first = (uint32_t)code << shift;
-                for (uint32_t j = 0; j < (1u << shift); j++) {
-                    t->lut[first + j] = (uint16_t)(len << 8 | t->vals[k]);
-                }
-            }
-        }
-        code <<= 1;
-    }
-    return true;
-}
 
 /* T.81 F.2.2.1 EXTEND: v is an s-bit (s >= 1) magnitude category value. */
 static inline int32_t extend(int32_t v, int s)
@@ -216,18 +120,18 @@ enum { SYM_OK = 0, SYM_BAD_CODE, SYM_SHORT };
  * at most 16 bits and a value 15.  SYM_BAD_CODE for a code not in the
  * table, SYM_SHORT when fewer real bits remain than the two need.
  */
-static inline int sym_value(Bits *b, const Huff *t, int *sym, int32_t *val)
+static inline int sym_value(JpegBits *b, const JpegHuff *t, int *sym, int32_t *val)
 {
     if (b->nbits < 32) {
-        bits_fill(b);
+        jpeg_bits_fill(b);
     }
     int len;
-    uint16_t e = t->lut[b->acc >> (64 - LUT_BITS)];
+    uint16_t e = t->lut[b->acc >> (64 - JPEG_LUT_BITS)];
     if (e != 0) {
         len = e >> 8;
         *sym = e & 0xFF;
     } else {
-        for (len = LUT_BITS + 1; len <= 16; len++) {
+        for (len = JPEG_LUT_BITS + 1; len <= 16; len++) {
             int32_t code = (int32_t)(b->acc >> (64 - len));
             if (code <= t->maxcode[len]) {
                 *sym = t->vals[code + t->valoff[len]];
@@ -255,30 +159,17 @@ static inline int sym_value(Bits *b, const Huff *t, int *sym, int32_t *val)
 static int read_dht(Ctx *c, const uint8_t *p, size_t len, size_t at)
 {
     while (len > 0) {
-        if (len < 17) {
-            return fail(c, at, "huffman table segment too short");
+        int tc, th;
+        size_t used;
+        const char *why = jpeg_dht_next(p, len, &tc, &th, &used);
+        if (why != NULL) {
+            return fail(c, at, why);
         }
-        int tc = p[0] >> 4;
-        int th = p[0] & 0x0F;
-        if (tc > 1 || th > 3) {
-            return fail(c, at, "bad huffman table class or id");
-        }
-        int total = 0;
-        for (int i = 0; i < 16; i++) {
-            total += p[1 + i];
-        }
-        if ((size_t)total > len - 17 || total > 256) {
-            return fail(c, at, "huffman table longer than its segment");
-        }
-        Huff *t = tc == 0 ? &c->dc[th] : &c->ac[th];
-        memcpy(t->vals, p + 17, (size_t)total);
-        t->nvals = total;
-        t->defined = huff_build(t, p + 1);
-        if (!t->defined) {
+        if (!jpeg_huff_load(tc == 0 ? &c->dc[th] : &c->ac[th], p)) {
             return fail(c, at, "huffman code lengths overflow");
         }
-        p += 17 + (size_t)total;
-        len -= 17 + (size_t)total;
+        p += used;
+        len -= used;
     }
     return AG_OK;
 }
@@ -297,7 +188,7 @@ static int read_dqt(Ctx *c, const uint8_t *p, size_t len, size_t at)
             return fail(c, at, "quantization table longer than its segment");
         }
         for (int k = 0; k < 64; k++) {
-            c->qt[tq][NATURAL[k]] = pq == 0 ? p[1 + k] : rd16(p + 1 + 2 * k);
+            c->qt[tq][NATURAL[k]] = pq == 0 ? p[1 + k] : jpeg_rd16(p + 1 + 2 * k);
         }
         c->qt_defined[tq] = true;
         p += need;
@@ -353,8 +244,8 @@ static int read_sof(Ctx *c, const uint8_t *p, size_t len, size_t at)
         return fail(c, at, "frame header length does not match components");
     }
     int prec = p[0];
-    uint32_t y = rd16(p + 1);
-    uint32_t x = rd16(p + 3);
+    uint32_t y = jpeg_rd16(p + 1);
+    uint32_t x = jpeg_rd16(p + 3);
     int nf = p[5];
     if (prec != 12) {
         return ag_error_set(c->err, AG_ERR_UNSUPPORTED, "jpeg 12-bit: "
@@ -555,7 +446,7 @@ static void idct_islow(const int16_t coef[64], const int32_t q[64],
 /* ---- scans -------------------------------------------------------------- */
 
 /* One block's Huffman-coded coefficients (T.81 F.2.2.1, F.2.2.2). */
-static int decode_block(Ctx *c, Bits *b, Comp *k, int16_t coef[64])
+static int decode_block(Ctx *c, JpegBits *b, Comp *k, int16_t coef[64])
 {
     size_t at = b->pos;
     memset(coef, 0, 64 * sizeof *coef);
@@ -592,7 +483,7 @@ bad:
                                        : "invalid huffman code");
 }
 
-static int block_at(Ctx *c, Bits *b, Comp *k, uint32_t bx, uint32_t by)
+static int block_at(Ctx *c, JpegBits *b, Comp *k, uint32_t bx, uint32_t by)
 {
     int16_t coef[64];
     int rc = decode_block(c, b, k, coef);
@@ -604,17 +495,17 @@ static int block_at(Ctx *c, Bits *b, Comp *k, uint32_t bx, uint32_t by)
 }
 
 /* Expect RSTm at the byte-aligned position after b (T.81 F.2.1.3.1). */
-static int restart(Ctx *c, Bits *b, int *next_rst)
+static int restart(Ctx *c, JpegBits *b, int *next_rst)
 {
-    bits_to_marker(b);
+    jpeg_bits_to_marker(b);
     size_t m = b->pos;
     while (m + 2 < c->n && c->in[m + 1] == 0xFF) {
         m++;                      /* fill bytes before the marker */
     }
-    if (m + 1 >= c->n || c->in[m + 1] != (uint8_t)(M_RST0 + *next_rst)) {
+    if (m + 1 >= c->n || c->in[m + 1] != (uint8_t)(JPEG_RST0 + *next_rst)) {
         return fail(c, m, "restart marker expected");
     }
-    *b = (Bits){.in = c->in, .end = c->n, .pos = m + 2};
+    *b = (JpegBits){.in = c->in, .end = c->n, .pos = m + 2};
     *next_rst = (*next_rst + 1) & 7;
     return AG_OK;
 }
@@ -690,7 +581,7 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
     uint32_t mw = ns == 1 ? ceil_div(sc[0]->w, 8) : c->mcux;
     uint32_t mh = ns == 1 ? ceil_div(sc[0]->ht, 8) : c->mcuy;
     uint64_t total = (uint64_t)mw * mh;
-    Bits b = {.in = c->in, .end = c->n, .pos = c->pos};
+    JpegBits b = {.in = c->in, .end = c->n, .pos = c->pos};
     uint32_t ri = c->restart_interval;
     int next_rst = 0;
     int rc = AG_OK;
@@ -723,7 +614,7 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
     if (rc != AG_OK) {
         return rc;
     }
-    bits_to_marker(&b);           /* padding bits (F.1.2.3) */
+    jpeg_bits_to_marker(&b);           /* padding bits (F.1.2.3) */
     c->pos = b.pos;
     for (int i = 0; i < ns; i++) {
         sc[i]->done = true;
@@ -908,27 +799,27 @@ static int write_output(Ctx *c, uint8_t *out)
 static int segment(Ctx *c, int m, const uint8_t *p, size_t len, size_t at)
 {
     switch (m) {
-    case M_SOF0:
-    case M_SOF1:
+    case JPEG_SOF0:
+    case JPEG_SOF1:
         return read_sof(c, p, len, at);
-    case M_DHT:
+    case JPEG_DHT:
         return read_dht(c, p, len, at);
-    case M_DQT:
+    case JPEG_DQT:
         return read_dqt(c, p, len, at);
-    case M_SOS:
+    case JPEG_SOS:
         return read_scan(c, p, len, at);
-    case M_DRI:
+    case JPEG_DRI:
         if (len != 2) {
             return fail(c, at, "restart interval segment is not 4 bytes");
         }
-        c->restart_interval = rd16(p);
+        c->restart_interval = jpeg_rd16(p);
         return AG_OK;
-    case M_APP0:
+    case JPEG_APP0:
         if (len >= 5 && memcmp(p, "JFIF", 5) == 0) {
             c->jfif = true;
         }
         return AG_OK;
-    case M_APP14:
+    case JPEG_APP14:
         if (len >= 12 && memcmp(p, "Adobe", 5) == 0) {
             c->adobe = true;
             c->adobe_transform = p[11];
@@ -937,17 +828,17 @@ static int segment(Ctx *c, int m, const uint8_t *p, size_t len, size_t at)
     default:
         break;
     }
-    if ((m > M_APP0 && m <= M_APP15) || m == M_COM) {
+    if ((m > JPEG_APP0 && m <= JPEG_APP15) || m == JPEG_COM) {
         return AG_OK;             /* application data, comments */
     }
-    if (m == M_SOF2 || (m >= M_SOF3 && m <= M_SOF15 && m != M_DHT &&
-                        m != M_JPG && m != M_DAC)) {
+    if (m == JPEG_SOF2 || (m >= JPEG_SOF3 && m <= JPEG_SOF15 && m != JPEG_DHT &&
+                        m != JPEG_JPG && m != JPEG_DAC)) {
         return ag_error_set(c->err, AG_ERR_UNSUPPORTED, "jpeg 12-bit: frame "
                             "type SOF%d is not sequential Huffman (SOF0/1)",
-                            m - M_SOF0);
+                            m - JPEG_SOF0);
     }
-    if (m == M_DAC || m == M_DHP || m == M_EXP || m == M_DNL ||
-        m == M_JPG) {
+    if (m == JPEG_DAC || m == JPEG_DHP || m == JPEG_EXP || m == JPEG_DNL ||
+        m == JPEG_JPG) {
         return ag_error_set(c->err, AG_ERR_UNSUPPORTED, "jpeg 12-bit: marker "
                             "0xFF%02X at offset %zu is not supported",
                             (unsigned)m, at);
@@ -958,7 +849,7 @@ static int segment(Ctx *c, int m, const uint8_t *p, size_t len, size_t at)
 
 static int decode_stream(Ctx *c)
 {
-    if (c->n < 2 || c->in[0] != 0xFF || c->in[1] != M_SOI) {
+    if (c->n < 2 || c->in[0] != 0xFF || c->in[1] != JPEG_SOI) {
         return fail(c, 0, "no start-of-image marker");
     }
     c->pos = 2;
@@ -976,7 +867,7 @@ static int decode_stream(Ctx *c)
             return fail(c, at, "stream ends inside a marker");
         }
         int m = c->in[c->pos++];
-        if (m == M_EOI) {
+        if (m == JPEG_EOI) {
             if (!c->have_sof) {
                 return fail(c, at, "end of image without a frame");
             }
@@ -988,15 +879,15 @@ static int decode_stream(Ctx *c)
             }
             return AG_OK;
         }
-        if (m == 0x00 || m == 0x01 || (m >= M_RST0 && m <= M_RST0 + 7) ||
-            m == M_SOI) {
+        if (m == 0x00 || m == 0x01 || (m >= JPEG_RST0 && m <= JPEG_RST0 + 7) ||
+            m == JPEG_SOI) {
             return fail(c, at, "unexpected marker");
         }
-        if (c->n - c->pos < 2 || rd16(c->in + c->pos) < 2 ||
-            rd16(c->in + c->pos) > c->n - c->pos) {
+        if (c->n - c->pos < 2 || jpeg_rd16(c->in + c->pos) < 2 ||
+            jpeg_rd16(c->in + c->pos) > c->n - c->pos) {
             return fail(c, at, "marker segment longer than the stream");
         }
-        size_t len = rd16(c->in + c->pos) - 2u;
+        size_t len = jpeg_rd16(c->in + c->pos) - 2u;
         const uint8_t *p = c->in + c->pos + 2;
         c->pos += 2 + len;
         int rc = segment(c, m, p, len, at);
@@ -1008,7 +899,7 @@ static int decode_stream(Ctx *c)
 
 bool codec__jpeg12_applies(const uint8_t *in, size_t n)
 {
-    if (n < 4 || in[0] != 0xFF || in[1] != M_SOI) {
+    if (n < 4 || in[0] != 0xFF || in[1] != JPEG_SOI) {
         return false;
     }
     size_t pos = 2;
@@ -1017,13 +908,13 @@ bool codec__jpeg12_applies(const uint8_t *in, size_t n)
             pos++;                /* fill bytes */
         }
         int m = in[pos + 1];
-        size_t len = rd16(in + pos + 2);
-        if (m >= M_SOF0 && m <= M_SOF15 && m != M_DHT && m != M_JPG &&
-            m != M_DAC) {
-            bool dct = m != M_SOF3 && m != 0xC7 && m != 0xCB && m != M_SOF15;
+        size_t len = jpeg_rd16(in + pos + 2);
+        if (m >= JPEG_SOF0 && m <= JPEG_SOF15 && m != JPEG_DHT && m != JPEG_JPG &&
+            m != JPEG_DAC) {
+            bool dct = m != JPEG_SOF3 && m != 0xC7 && m != 0xCB && m != JPEG_SOF15;
             return dct && len >= 3 && pos + 4 < n && in[pos + 4] == 12;
         }
-        if (m == M_SOS || len < 2) {
+        if (m == JPEG_SOS || len < 2) {
             return false;
         }
         pos += 2 + len;

@@ -21,30 +21,12 @@
  * coded bit, so the work is bounded by the input size.
  */
 #include "codec_int.h"
+#include "jpeg_huff.h"
 
 #include <inttypes.h>
 #include <string.h>
 
-#define LUT_BITS 9                /* Huffman look-ahead, covers most codes */
 #define MAX_COMPONENTS 3
-
-/* Markers (T.81 Table B.1). */
-enum {
-    M_SOF0 = 0xC0, M_SOF3 = 0xC3, M_DHT = 0xC4, M_SOF15 = 0xCF,
-    M_DAC = 0xCC, M_RST0 = 0xD0, M_SOI = 0xD8, M_EOI = 0xD9, M_SOS = 0xDA,
-    M_DQT = 0xDB, M_DNL = 0xDC, M_DRI = 0xDD, M_DHP = 0xDE, M_EXP = 0xDF,
-    M_APP0 = 0xE0, M_APP15 = 0xEF, M_COM = 0xFE,
-};
-
-/* One DC-style Huffman table (T.81 Annex C, F.2.2.3). */
-typedef struct HuffTable {
-    bool defined;
-    uint8_t vals[256];
-    int nvals;
-    int32_t maxcode[18];          /* largest code of length l, -1: none */
-    int32_t valoff[18];           /* vals index of code c: c + valoff[l] */
-    uint16_t lut[1 << LUT_BITS];  /* (length << 8) | symbol, 0: longer */
-} HuffTable;
 
 typedef struct Component {
     uint8_t id;
@@ -62,62 +44,30 @@ typedef struct Ctx {
     uint32_t rows, cols;
     int ncomp;
     Component comp[MAX_COMPONENTS];
-    HuffTable huff[4];
+    JpegHuff huff[4];
     uint32_t restart_interval;    /* in MCUs (pixels); 0: none */
     bool have_sof;
     AgError *err;
 } Ctx;
 
-/* Bit reader over one entropy-coded segment (T.81 F.2.2.5, B.1.1.5).
- * acc holds nbits real bits, top-aligned.  Bytes are taken up to the next
- * marker; peeking past it sees zeros, but consuming those is an error, so
- * a stream that ends early is caught at the sample that needs the bits. */
-typedef struct Bits {
-    const uint8_t *in;
-    size_t end;
-    size_t pos;
-    uint64_t acc;
-    int nbits;
-    bool at_marker;               /* pos is at 0xFF <marker> or at end */
-} Bits;
-
-static void bits_fill(Bits *b)
-{
-    while (b->nbits <= 56 && !b->at_marker) {
-        if (b->pos >= b->end) {
-            b->at_marker = true;
-            break;
-        }
-        uint8_t c = b->in[b->pos];
-        if (c == 0xFF) {
-            if (b->pos + 1 < b->end && b->in[b->pos + 1] == 0x00) {
-                b->pos += 2;          /* stuffed byte (T.81 F.1.2.3) */
-            } else {
-                b->at_marker = true;
-                break;
-            }
-        } else {
-            b->pos++;
-        }
-        b->acc |= (uint64_t)c << (56 - b->nbits);
-        b->nbits += 8;
-    }
-}
+/* Entropy-coded bits come through a JpegBits (jpeg_huff.h).  Every
+ * sample consumes at least one real bit, so a stream that ends early is
+ * caught at the sample that needs the bits. */
 
 /* The next n (1..16) bits, zeros past the segment's end. */
-static inline uint32_t bits_peek(Bits *b, int n)
+static inline uint32_t bits_peek(JpegBits *b, int n)
 {
     if (b->nbits < n) {
-        bits_fill(b);
+        jpeg_bits_fill(b);
     }
     return (uint32_t)(b->acc >> (64 - n));
 }
 
 /* Drop n bits; false if fewer real bits remain (stream ends early). */
-static inline bool bits_skip(Bits *b, int n)
+static inline bool bits_skip(JpegBits *b, int n)
 {
     if (b->nbits < n) {
-        bits_fill(b);
+        jpeg_bits_fill(b);
         if (b->nbits < n) {
             return false;
         }
@@ -127,75 +77,22 @@ static inline bool bits_skip(Bits *b, int n)
     return true;
 }
 
-/* Discard the rest of the segment up to the next marker (or the end). */
-static void bits_to_marker(Bits *b)
-{
-    for (;;) {
-        b->acc = 0;
-        b->nbits = 0;
-        if (b->at_marker) {
-            return;
-        }
-        bits_fill(b);
-    }
-}
-
 static int fail(Ctx *c, size_t pos, const char *what)
 {
     return ag_error_set(c->err, AG_ERR_PARSE,
                         "jpeg lossless: %s at offset %zu", what, pos);
 }
 
-static inline uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-/* Build lookup structures; false if the code lengths overflow the code
- * space (T.81 C.2: canonical codes must fit in their length). */
-static bool huff_build(HuffTable *t, const uint8_t counts[16])
-{
-    int32_t code = 0;
-    int k = 0;
-    memset(t->lut, 0, sizeof t->lut);
-    for (int len = 1; len <= 16; len++) {
-        int cnt = counts[len - 1];
-        if (code + cnt > ((int32_t)1 << len)) {
-            return false;
-        }
-        if (cnt == 0) {
-            t->maxcode[len] = -1;
-            t->valoff[len] = 0;
-        } else {
-            t->valoff[len] = k - code;
-            t->maxcode[len] = code + cnt - 1;
-        }
-        for (int i = 0; i < cnt; i++, k++, code++) {
-            if (len <= LUT_BITS) {
-                int shift = LUT_BITS - len;
-                uint32_t first = (uint32_t)code << shift;
-                for (uint32_t j = 0; j < (1u << shift); j++) {
-                    t->lut[first + j] =
-                        (uint16_t)(len << 8 | t->vals[k]);
-                }
-            }
-        }
-        code <<= 1;
-    }
-    t->maxcode[17] = INT32_MAX;   /* sentinel, never reached: see decode */
-    return true;
-}
-
 /* Decode one Huffman symbol; -1 on a code not in the table or a stream
  * that ends early. */
-static inline int huff_decode(const HuffTable *t, Bits *b)
+static inline int huff_decode(const JpegHuff *t, JpegBits *b)
 {
     uint32_t look = bits_peek(b, 16);
-    uint16_t e = t->lut[look >> (16 - LUT_BITS)];
+    uint16_t e = t->lut[look >> (16 - JPEG_LUT_BITS)];
     if (e != 0) {
         return bits_skip(b, e >> 8) ? (e & 0xFF) : -1;
     }
-    for (int len = LUT_BITS + 1; len <= 16; len++) {
+    for (int len = JPEG_LUT_BITS + 1; len <= 16; len++) {
         int32_t code = (int32_t)(look >> (16 - len));
         if (code <= t->maxcode[len]) {
             return bits_skip(b, len) ? t->vals[code + t->valoff[len]] : -1;
@@ -208,32 +105,18 @@ static inline int huff_decode(const HuffTable *t, Bits *b)
 static int read_dht(Ctx *c, const uint8_t *p, size_t len, size_t at)
 {
     while (len > 0) {
-        if (len < 17) {
-            return fail(c, at, "huffman table segment too short");
+        int tc, th;
+        size_t used;
+        const char *why = jpeg_dht_next(p, len, &tc, &th, &used);
+        if (why != NULL) {
+            return fail(c, at, why);
         }
-        int tc = p[0] >> 4;
-        int th = p[0] & 0x0F;
-        if (tc > 1 || th > 3) {
-            return fail(c, at, "bad huffman table class or id");
+        /* AC tables are legal but unused here */
+        if (tc == 0 && !jpeg_huff_load(&c->huff[th], p)) {
+            return fail(c, at, "huffman code lengths overflow");
         }
-        int total = 0;
-        for (int i = 0; i < 16; i++) {
-            total += p[1 + i];
-        }
-        if ((size_t)total > len - 17) {
-            return fail(c, at, "huffman table longer than its segment");
-        }
-        if (tc == 0) {            /* AC tables are legal but unused here */
-            HuffTable *t = &c->huff[th];
-            memcpy(t->vals, p + 17, (size_t)total);
-            t->nvals = total;
-            t->defined = huff_build(t, p + 1);
-            if (!t->defined) {
-                return fail(c, at, "huffman code lengths overflow");
-            }
-        }
-        p += 17 + (size_t)total;
-        len -= 17 + (size_t)total;
+        p += used;
+        len -= used;
     }
     return AG_OK;
 }
@@ -249,8 +132,8 @@ static int read_sof(Ctx *c, const uint8_t *p, size_t len, size_t at)
         return fail(c, at, "frame header too short");
     }
     int prec = p[0];
-    uint32_t y = rd16(p + 1);
-    uint32_t x = rd16(p + 3);
+    uint32_t y = jpeg_rd16(p + 1);
+    uint32_t x = jpeg_rd16(p + 3);
     int nf = p[5];
     if (len != 6 + 3 * (size_t)nf) {
         return fail(c, at, "frame header length does not match components");
@@ -327,7 +210,7 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
         return fail(c, at, "bad number of scan components");
     }
     int ci[MAX_COMPONENTS];       /* scan component -> frame component */
-    const HuffTable *tab[MAX_COMPONENTS];
+    const JpegHuff *tab[MAX_COMPONENTS];
     for (int i = 0; i < ns; i++) {
         uint8_t id = p[1 + 2 * i];
         int td = p[2 + 2 * i] >> 4;
@@ -387,7 +270,7 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
     uint16_t *prev = rowbuf;
     uint16_t *cur = rowbuf + row_len;
 
-    Bits b = {.in = c->in, .end = c->n, .pos = c->pos};
+    JpegBits b = {.in = c->in, .end = c->n, .pos = c->pos};
     const int32_t initial = (int32_t)1 << (c->precision - pt - 1);
     const size_t stride = (size_t)c->ncomp * (size_t)c->bytes;
     int rc = AG_OK;
@@ -397,17 +280,17 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
     for (uint32_t y = 0; y < c->rows && rc == AG_OK; y++) {
         if (ri_rows != 0 && since_restart == ri_rows) {
             /* T.81 F.2.1.3.1 (B.2.1): byte-align and expect RSTm. */
-            bits_to_marker(&b);
+            jpeg_bits_to_marker(&b);
             size_t m = b.pos;
             while (m + 2 < c->n && c->in[m + 1] == 0xFF) {
                 m++;              /* fill bytes before the marker */
             }
             if (m + 1 >= c->n ||
-                c->in[m + 1] != (uint8_t)(M_RST0 + next_rst)) {
+                c->in[m + 1] != (uint8_t)(JPEG_RST0 + next_rst)) {
                 rc = fail(c, m, "restart marker expected");
                 break;
             }
-            b = (Bits){.in = c->in, .end = c->n, .pos = m + 2};
+            b = (JpegBits){.in = c->in, .end = c->n, .pos = m + 2};
             next_rst = (next_rst + 1) & 7;
             since_restart = 0;
         }
@@ -466,7 +349,7 @@ static int read_scan(Ctx *c, const uint8_t *p, size_t len, size_t at)
         cur = tmp;
     }
     if (rc == AG_OK) {
-        bits_to_marker(&b);
+        jpeg_bits_to_marker(&b);
         c->pos = b.pos;
         for (int s = 0; s < ns; s++) {
             c->comp[ci[s]].done = true;
@@ -513,7 +396,7 @@ int codec__jpeg_lossless_decode(const CodecImage *im, const uint8_t *in,
     c->err = err;
 
     int rc = AG_OK;
-    if (n < 2 || in[0] != 0xFF || in[1] != M_SOI) {
+    if (n < 2 || in[0] != 0xFF || in[1] != JPEG_SOI) {
         rc = fail(c, 0, "no start-of-image marker");
         goto out;
     }
@@ -534,7 +417,7 @@ int codec__jpeg_lossless_decode(const CodecImage *im, const uint8_t *in,
             break;
         }
         int m = c->in[c->pos++];
-        if (m == M_EOI) {
+        if (m == JPEG_EOI) {
             for (int i = 0; i < c->ncomp; i++) {
                 if (!c->comp[i].done) {
                     rc = fail(c, at, "end of image before every "
@@ -547,40 +430,40 @@ int codec__jpeg_lossless_decode(const CodecImage *im, const uint8_t *in,
             }
             break;
         }
-        if (m == 0x00 || m == 0x01 || (m >= M_RST0 && m <= M_RST0 + 7) ||
-            m == M_SOI) {
+        if (m == 0x00 || m == 0x01 || (m >= JPEG_RST0 && m <= JPEG_RST0 + 7) ||
+            m == JPEG_SOI) {
             rc = fail(c, at, "unexpected marker");
             break;
         }
-        if (c->n - c->pos < 2 || rd16(c->in + c->pos) < 2 ||
-            rd16(c->in + c->pos) > c->n - c->pos) {
+        if (c->n - c->pos < 2 || jpeg_rd16(c->in + c->pos) < 2 ||
+            jpeg_rd16(c->in + c->pos) > c->n - c->pos) {
             rc = fail(c, at, "marker segment longer than the stream");
             break;
         }
-        size_t len = rd16(c->in + c->pos) - 2u;
+        size_t len = jpeg_rd16(c->in + c->pos) - 2u;
         const uint8_t *p = c->in + c->pos + 2;
         c->pos += 2 + len;
-        if (m == M_SOF3) {
+        if (m == JPEG_SOF3) {
             rc = read_sof(c, p, len, at);
-        } else if (m == M_DHT) {
+        } else if (m == JPEG_DHT) {
             rc = read_dht(c, p, len, at);
-        } else if (m == M_DRI) {
+        } else if (m == JPEG_DRI) {
             if (len != 2) {
                 rc = fail(c, at, "restart interval segment is not 4 bytes");
             } else {
-                c->restart_interval = rd16(p);
+                c->restart_interval = jpeg_rd16(p);
             }
-        } else if (m == M_SOS) {
+        } else if (m == JPEG_SOS) {
             rc = read_scan(c, p, len, at);
-        } else if ((m >= M_APP0 && m <= M_APP15) || m == M_COM ||
-                   m == M_DQT) {
+        } else if ((m >= JPEG_APP0 && m <= JPEG_APP15) || m == JPEG_COM ||
+                   m == JPEG_DQT) {
             /* application data, comments, unused tables: skipped */
-        } else if (m >= M_SOF0 && m <= M_SOF15 && m != M_DHT &&
-                   m != M_DAC) {
+        } else if (m >= JPEG_SOF0 && m <= JPEG_SOF15 && m != JPEG_DHT &&
+                   m != JPEG_DAC) {
             rc = ag_error_set(err, AG_ERR_UNSUPPORTED, "jpeg lossless: "
                               "frame type SOF%d is not lossless Huffman "
-                              "(SOF3)", m - M_SOF0);
-        } else if (m == M_DAC || m == M_DHP || m == M_EXP || m == M_DNL) {
+                              "(SOF3)", m - JPEG_SOF0);
+        } else if (m == JPEG_DAC || m == JPEG_DHP || m == JPEG_EXP || m == JPEG_DNL) {
             rc = ag_error_set(err, AG_ERR_UNSUPPORTED, "jpeg lossless: "
                               "marker 0xFF%02X at offset %zu is not "
                               "supported", (unsigned)m, at);

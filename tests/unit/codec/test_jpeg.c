@@ -1609,6 +1609,45 @@ static void test_baseline_header_mismatch(void **state)
     ag_buf_deinit(&b);
 }
 
+/* A DHT whose 16 counts add up to more values than a table holds (256)
+ * while the segment is long enough to carry them: refused before anything
+ * is copied (found by fuzzing the lossless decoder, which had only the
+ * segment-length check; table 3, the last, overflowed its context). */
+static void test_dht_too_many_values(void **state)
+{
+    (void)state;
+    size_t total = 16 * 255;
+    size_t n = 2 + 4 + 17 + total + 2;
+    uint8_t *s = malloc(n);
+    assert_non_null(s);
+    size_t k = 0;
+    s[k++] = 0xFF;
+    s[k++] = 0xD8;
+    s[k++] = 0xFF;
+    s[k++] = 0xC4;
+    s[k++] = (uint8_t)((2 + 17 + total) >> 8);
+    s[k++] = (uint8_t)(2 + 17 + total);
+    s[k++] = 0x03;                      /* class 0, id 3 */
+    memset(s + k, 255, 16);
+    k += 16;
+    memset(s + k, 0x05, total);
+    k += total;
+    s[k++] = 0xFF;
+    s[k++] = 0xD9;
+    assert_int_equal(k, n);
+    CodecImage im = image(4, 4, 1, 16, 12, "MONOCHROME2");
+    uint8_t out[32];
+    AgError err;
+    assert_int_equal(codec__jpeg_lossless_decode(&im, s, n, out, sizeof out,
+                                                 &err), AG_ERR_PARSE);
+    assert_non_null(strstr(err.msg, "huffman table"));
+    s[6] = 0x13;                        /* class 1 (AC), id 3: 12-bit */
+    assert_int_equal(codec__jpeg12_decode(&im, s, n, out, sizeof out, &err),
+                     AG_ERR_PARSE);
+    assert_non_null(strstr(err.msg, "huffman table"));
+    free(s);
+}
+
 static void test_baseline_12bit_unsupported(void **state)
 {
     (void)state;
@@ -2209,6 +2248,7 @@ int main(void)
         cmocka_unit_test(test_baseline_encode_refusals),
         cmocka_unit_test(test_baseline_color_signalling),
         cmocka_unit_test(test_lossless_dcmtk_vectors),
+        cmocka_unit_test(test_dht_too_many_values),
         cmocka_unit_test(test_lossless_widening),
         cmocka_unit_test(test_lossless_header_mismatch),
         cmocka_unit_test(test_lossless_truncated_and_corrupt),
