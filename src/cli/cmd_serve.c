@@ -11,6 +11,7 @@
 #include "web/web.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,11 @@ static void usage(FILE *out)
             "same origin only)\n"
             "  --hl7-port N, --config FILE: reserved for the HL7 listener and "
             "the\n"
-            "                         configuration file to come\n");
+            "                         configuration file to come\n\n"
+            "--accept-unknown-ae, --duplicates, --fuzzy-names and --compress "
+            "can also be\nchanged while the server runs (PUT /api/v1/settings,"
+            " kept in the index);\na flag given here applies for this run "
+            "instead of the stored value.\n");
 }
 
 /* Access control options (issue 7). */
@@ -245,6 +250,40 @@ int cli_compress_syntax(const char *name, const char **ts_uid)
     return -1;
 }
 
+/* ---- run-time settings (store.h, PUT /api/v1/settings) ----------------
+ * duplicates, accept_unknown_ae, fuzzy_names and compress: a flag given
+ * here applies for this run; otherwise the value stored through the API;
+ * otherwise the default.  The flags are collected as key=value text and
+ * handed to store_settings_load once the store is open. */
+typedef struct GivenSettings {
+    const char *keys[8], *values[8];
+    size_t n;
+} GivenSettings;
+
+static int give_setting(GivenSettings *g, const char *key, const char *value)
+{
+    AgError e;
+    if (store_setting_check(key, value, &e) != AG_OK) {
+        char flag[32];   /* each key is its flag's name with '_' for '-' */
+        ag_fmt(flag, sizeof flag, "%s", key);
+        for (char *p = flag; *p != '\0'; p++) {
+            *p = *p == '_' ? '-' : *p;
+        }
+        fprintf(stderr, "agora serve: --%s: %s\n", flag, e.msg);
+        return -1;
+    }
+    for (size_t i = 0; i < g->n; i++) {
+        if (strcmp(g->keys[i], key) == 0) {
+            g->values[i] = value;   /* the last one given wins */
+            return 0;
+        }
+    }
+    g->keys[g->n] = key;
+    g->values[g->n++] = value;
+    return 0;
+}
+/* ---- end run-time settings ---------------------------------------------- */
+
 static int parse_port(const char *s, uint16_t *out)
 {
     char *end;
@@ -307,6 +346,7 @@ int cmd_serve(int argc, char **argv)
     codec_sandbox_config_init(&sbx);
     bool isolate = true;
     StoreConfig scfg = {.data_dir = "./agora-data"};
+    GivenSettings given = {.n = 0};   /* run-time settings on the line */
     SvcConfig cfg = {.aet = "AGORA", .bind_addr = "127.0.0.1", .port = 11112};
     uint16_t ignored, tls_port = 2762, http_port = 8080;
     NetTlsConfig tcfg = {0};
@@ -337,17 +377,23 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'l': cfg.bind_addr = optarg; break;
         case 'c': break;
-        case 'u': cfg.accept_unknown_ae = true; break;
+        case 'u':
+            if (give_setting(&given, "accept_unknown_ae", "true") != 0) {
+                return 2;
+            }
+            break;
         case 'm': cfg.max_associations = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'D':
-            scfg.dup_policy = strcmp(optarg, "replace") == 0
-                                  ? STORE_DUP_REPLACE
-                              : strcmp(optarg, "reject") == 0
-                                  ? STORE_DUP_REJECT
-                                  : STORE_DUP_KEEP_FIRST;
+            if (give_setting(&given, "duplicates", optarg) != 0) {
+                return 2;
+            }
             break;
-        case 'F': cfg.fuzzy_names = true; break;
+        case 'F':
+            if (give_setting(&given, "fuzzy_names", "true") != 0) {
+                return 2;
+            }
+            break;
         case 'T':
             if (parse_port(optarg, &tls_port) != 0) {
                 usage(stderr);
@@ -384,9 +430,7 @@ int cmd_serve(int argc, char **argv)
             }
             break;
         case OPT_COMPRESS:
-            if (cli_compress_syntax(optarg, &scfg.compress_ts) != 0) {
-                fprintf(stderr, "agora serve: --compress is jpeg-ls, rle, "
-                        "j2k or none\n");
+            if (give_setting(&given, "compress", optarg) != 0) {
                 return 2;
             }
             break;
@@ -434,6 +478,13 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     cfg.store = store;
+    /* Run-time settings: the flags above, else the stored values. */
+    if (store_settings_load(store, given.keys, given.values, given.n,
+                            &err) != AG_OK) {
+        fprintf(stderr, "agora serve: %s\n", err.msg);
+        store_close(store);
+        return 1;
+    }
     /* ---- audit trail (src/audit): DIR/audit.db, opened before any
      * listener so that every edge can record into it.  Early failure
      * paths below simply exit: nothing is recorded before Application
@@ -506,6 +557,7 @@ int cmd_serve(int argc, char **argv)
                                .limits = cfg.limits},
                       .dimse = {dimse, dimse_tls}};
     WebServer *web = NULL;
+    char *settings_text = NULL;   /* GET /api/v1/settings, read-only part */
     if (http_port != 0) {
         WebConfig wcfg = {.bind_addr = cfg.bind_addr, .port = http_port,
                           .store = store, .access = access, .audit = audit,
@@ -522,34 +574,30 @@ int cmd_serve(int argc, char **argv)
         wcfg.send_ctx = &link;
         wcfg.dimse_stats = serve_dimse_stats;
         wcfg.dimse_stats_ctx = &link;
-        static char settings[2048];   /* lives as long as the server */
-        ag_fmt(settings, sizeof settings,
-               "{\"version\": \"%s\", \"data\": \"%s\", \"aet\": \"%s\", "
-               "\"listen\": \"%s\", \"dicom_port\": %u, \"tls_port\": %u, "
-               "\"dicom_tls\": %s, \"https\": %s, "
-               "\"accept_unknown_ae\": %s, \"max_associations\": %u, "
-               "\"duplicates\": \"%s\", \"fuzzy_names\": %s, "
-               "\"http_anonymous\": %s, \"http_basic\": %s, "
-               "\"decoders\": %u, \"decode_in_process\": %s, "
-               "\"audit_syslog\": %s, \"compress\": \"%s\"}",
-               AG_VERSION, scfg.data_dir, cfg.aet, cfg.bind_addr,
-               dimse ? svc_server_port(dimse) : 0,
-               dimse_tls ? svc_server_port(dimse_tls) : 0,
-               dimse_tls ? "true" : "false",
-               wcfg.tls_cert_file ? "true" : "false",
-               cfg.accept_unknown_ae ? "true" : "false",
-               cfg.max_associations ? cfg.max_associations : 64,
-               scfg.dup_policy == STORE_DUP_REPLACE ? "replace"
-               : scfg.dup_policy == STORE_DUP_REJECT ? "reject" : "keep",
-               cfg.fuzzy_names ? "true" : "false",
-               http_anonymous ? "true" : "false",
-               http_basic ? "true" : "false",
-               sbx.helpers ? sbx.helpers : 2, isolate ? "false" : "true",
-               audit_cfg.syslog_host ? "true" : "false",
-               scfg.compress_ts ? scfg.compress_ts : "");
-        wcfg.settings_json = settings;
+        /* The read-only part of GET /api/v1/settings; the API adds the
+         * run-time settings from the store as they are at each request. */
+        json_t *settings = json_pack(
+            "{s:s, s:s, s:s, s:s, s:i, s:i, s:b, s:b, s:i, s:b, s:b, s:i, "
+            "s:b, s:b}",
+            "version", AG_VERSION, "data", scfg.data_dir, "aet", cfg.aet,
+            "listen", cfg.bind_addr,
+            "dicom_port", dimse ? (int)svc_server_port(dimse) : 0,
+            "tls_port", dimse_tls ? (int)svc_server_port(dimse_tls) : 0,
+            "dicom_tls", dimse_tls != NULL,
+            "https", wcfg.tls_cert_file != NULL,
+            "max_associations",
+            (int)(cfg.max_associations ? cfg.max_associations : 64),
+            "http_anonymous", http_anonymous, "http_basic", http_basic,
+            "decoders", (int)(sbx.helpers ? sbx.helpers : 2),
+            "decode_in_process", !isolate,
+            "audit_syslog", audit_cfg.syslog_host != NULL);
+        /* Lives as long as the server (freed at exit). */
+        settings_text = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
+        json_decref(settings);
+        wcfg.settings_json = settings_text;
         if (web_server_start(&wcfg, &web, &err) != AG_OK) {
             fprintf(stderr, "agora serve: %s\n", err.msg);
+            free(settings_text);
             svc_server_stop(dimse_tls);
             svc_server_stop(dimse);
             store_close(store);
@@ -579,7 +627,8 @@ int cmd_serve(int argc, char **argv)
     if (dimse != NULL) {
         printf("DICOM: %s@%s:%u%s\n", cfg.aet, cfg.bind_addr,
                svc_server_port(dimse),
-               cfg.accept_unknown_ae ? " (accepting any calling AE)" : "");
+               store_setting_bool(store, "accept_unknown_ae")
+                   ? " (accepting any calling AE)" : "");
         if (web != NULL) {
             printf("HTTP:  http%s://%s:%u/ (log in there; viewer at /viewer/, "
                    "DICOMweb at /dicom-web)%s\n",
@@ -617,6 +666,7 @@ int cmd_serve(int argc, char **argv)
     sigwait(&stop, &sig);
     printf("stopping (signal %d)\n", sig);
     web_server_stop(web);
+    free(settings_text);
     svc_server_stop(dimse_tls);
     svc_server_stop(dimse);
     net_tls_free(tls_server);

@@ -76,7 +76,10 @@ const char *svc__our_aet(SvcAssoc *sa)
 
 bool svc__fuzzy_names(SvcAssoc *sa)
 {
-    return sa->server->cfg.fuzzy_names;
+    /* The store's run-time setting is read at each query: an
+     * administrator may change it while we run (store.h). */
+    return sa->server->cfg.fuzzy_names ||
+           store_setting_bool(sa->server->cfg.store, "fuzzy_names");
 }
 
 bool svc__is_storage_class(const char *uid)
@@ -207,7 +210,11 @@ static bool admit(SvcServer *s, SvcAssoc *sa, const NetAssocParams *rq,
             by_cert = true;
         }
     }
-    if (!known && !by_cert && !s->cfg.accept_unknown_ae) {
+    /* The run-time setting (store.h) is read at each association. */
+    bool accept_unknown = s->cfg.accept_unknown_ae ||
+                          store_setting_bool(s->cfg.store,
+                                             "accept_unknown_ae");
+    if (!known && !by_cert && !accept_unknown) {
         *rj = (NetReject){NET_RJ_PERMANENT, NET_RJ_SOURCE_USER,
                           NET_RJ_CALLING_AE};
         return false;

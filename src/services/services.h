@@ -28,6 +28,9 @@ typedef struct SvcConfig {
     uint16_t port;                 /* 0 = pick a free port (tests) */
     uint32_t max_associations;     /* default 64 */
     NetLimits limits;
+    /* Each also holds when the store's run-time setting of the same name
+     * is true (store_setting_bool, read at each use; `agora serve` sets
+     * them there, so that they can change while it runs). */
     bool accept_unknown_ae;        /* default false */
     bool fuzzy_names;              /* C-FIND PN matching ignores case */
     Store *store;                  /* borrowed */

@@ -140,6 +140,11 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX break_glass_user ON break_glass(user_pk, expires_at);"
     "ALTER TABLE nodes ADD COLUMN dept_pk INTEGER"
     "  REFERENCES departments(id) ON DELETE SET NULL;",
+    /* 4: run-time settings changed through the REST API (settings.c);
+     * values are text, changed_at in seconds since the epoch */
+    "CREATE TABLE settings ("
+    "  key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+    "  changed_at INTEGER NOT NULL, changed_by TEXT);",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

@@ -122,7 +122,9 @@ struct Store {
     int nlisteners;
     StoreCommitStats cstats;      /* under lock; for /metrics */
     StoreCompressStats zstats;    /* under lock */
-    char compress_ts[65];         /* policy, "" for none */
+    /* Run-time settings (settings.c): the duplicate and compression
+     * policies are read from here, lock-free, at each use. */
+    StoreSettings settings;
 };
 
 /* ---- trash: blobs whose rows are gone ---------------------------------- */
@@ -205,14 +207,14 @@ static void fail_job(Job *j, const AgError *e)
     j->drop_new_blob = true;
 }
 
-static void apply_one(Store *s, Job *j)
+static void apply_one(Store *s, Job *j, StoreDupPolicy policy)
 {
     StoreIndex *ix = s->index;
     char old[STORE_BLOB_NAME_MAX];
     AgError e;
     int rc = ix->ops->find_instance(ix, j->attrs.sop_uid, old, &e);
     if (rc == AG_OK) {
-        switch (s->cfg.dup_policy) {
+        switch (policy) {
         case STORE_DUP_KEEP_FIRST:
             j->outcome = STORE_DUPLICATE;
             j->drop_new_blob = true;
@@ -537,7 +539,8 @@ static int take_jobs(JobQueue *q, Job **out, uint32_t max)
  * deferred: the commit does not wait for stable storage; the settler's
  * next syncfs does, before anyone is told.
  */
-static int process_batch(Store *s, Job **jobs, int n, bool deferred)
+static int process_batch(Store *s, Job **jobs, int n, bool deferred,
+                         StoreDupPolicy policy)
 {
     StoreIndex *ix = s->index;
     pthread_mutex_lock(&s->write_lock);
@@ -548,7 +551,7 @@ static int process_batch(Store *s, Job **jobs, int n, bool deferred)
     }
     for (int i = 0; i < n && rc == AG_OK; i++) {
         if (jobs[i]->rc == AG_OK) {
-            apply_one(s, jobs[i]);
+            apply_one(s, jobs[i], policy);
         }
     }
     if (rc == AG_OK) {
@@ -600,13 +603,22 @@ static void *commit_main(void *arg)
          * other) commits durably at once, which is quicker for them —
          * unless an earlier batch still waits for its syncfs: verdicts and
          * events keep commit order. */
-        bool deferred = s->defer_index_sync &&
+        /* One duplicate policy per batch (it may change at run time).
+         * Never deferred under replace: a replacement's commit drops the
+         * old row, and a syncfs failing after it could not give it back;
+         * so a replace batch first waits for any deferred one before it,
+         * to keep commit order. */
+        StoreDupPolicy policy = store__dup_policy(s);
+        while (policy == STORE_DUP_REPLACE && s->durable_seq != s->done_seq) {
+            pthread_cond_wait(&s->durable_cv, &s->lock);
+        }
+        bool deferred = s->defer_index_sync && policy != STORE_DUP_REPLACE &&
                         (n >= DEFER_MIN || s->durable_seq != s->done_seq);
         if (deferred) {
             s->begun_seq++;   /* rows may be visible from now on */
         }
         pthread_mutex_unlock(&s->lock);
-        int rc = process_batch(s, s->batch, n, deferred);
+        int rc = process_batch(s, s->batch, n, deferred, policy);
         pthread_mutex_lock(&s->lock);
         if (deferred) {
             s->done_seq++;
@@ -661,8 +673,7 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
                             "is not a lossless syntax Agora encodes",
                             cfg->compress_ts);
     }
-    ag_fmt(s->compress_ts, sizeof s->compress_ts, "%s",
-           cfg->compress_ts ? cfg->compress_ts : "");
+    store__settings_init(&s->settings, cfg);
     s->cfg.compress_ts = NULL;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
@@ -693,10 +704,9 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
         rc = ag_error_set(err, AG_ERR_NOMEM, "store: out of memory");
     }
     if (rc == AG_OK && !cfg->read_only) {
-        /* Not under the replace policy: a replacement's commit drops the
-         * old row, and a syncfs failing after it could not give it back. */
+        /* Whether commits may be deferred at all; commit_main decides
+         * per batch, never under the replace policy. */
         s->defer_index_sync = cfg->sync == STORE_SYNC_FILESYSTEM &&
-                              cfg->dup_policy != STORE_DUP_REPLACE &&
                               s->index->ops->set_commit_sync != NULL &&
                               same_file_system(path, s->data_dir);
         empty_trash(s);   /* finish deletions a crash interrupted */
@@ -744,6 +754,7 @@ void store_close(Store *s)
         s->index->ops->close(s->index);
     }
     store__blobs_close(s->blobs);
+    store__settings_deinit(&s->settings);
     ag_free(s->batch);
     pthread_cond_destroy(&s->written_cv);
     pthread_cond_destroy(&s->queue_cv);
@@ -899,13 +910,14 @@ static int early_duplicate(Store *s, Job *j, StoreResult *res, bool *done,
                            AgError *err)
 {
     *done = false;
-    if (s->cfg.dup_policy == STORE_DUP_REPLACE ||
+    StoreDupPolicy policy = store__dup_policy(s);
+    if (policy == STORE_DUP_REPLACE ||
         !indexed(s, j->attrs.sop_uid)) {
         return AG_OK;
     }
     *done = true;
     wait_durable(s);
-    if (s->cfg.dup_policy == STORE_DUP_REJECT) {
+    if (policy == STORE_DUP_REJECT) {
         return ag_error_set(err, AG_ERR_EXISTS, "SOP Instance UID %s is "
                             "already stored", j->attrs.sop_uid);
     }
@@ -992,11 +1004,11 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
 
 /* The compression policy: data replaced by its re-encoded form in *buf
  * when that applies (the spool, which holds the original, is dropped). */
-static void compress_policy(Store *s, const uint8_t **data, size_t *len,
-                            const char **spool, AgBuf *buf)
+static void compress_policy(Store *s, const char *ts, const uint8_t **data,
+                            size_t *len, const char **spool, AgBuf *buf)
 {
     bool changed = false;
-    store__compress(s->compress_ts, *data, *len, buf, &changed);
+    store__compress(ts, *data, *len, buf, &changed);
     if (!changed) {
         return;
     }
@@ -1025,8 +1037,9 @@ static int ingest_mem(Store *s, const uint8_t *data, size_t len,
 {
     AgBuf zbuf;
     ag_buf_init(&zbuf, (size_t)4 << 30);
-    if (s->compress_ts[0] != '\0' && len <= max_bytes(s)) {
-        compress_policy(s, &data, &len, &spool, &zbuf);
+    const char *ts = store__compress_ts(s);   /* read once: may change */
+    if (ts != NULL && len <= max_bytes(s)) {
+        compress_policy(s, ts, &data, &len, &spool, &zbuf);
     }
     int rc = ingest_mem_as_is(s, data, len, spool, what, q);
     ag_buf_deinit(&zbuf);
@@ -1171,7 +1184,7 @@ static int ingest_file(Store *s, int fd, const char *path, bool take, Req *q)
         rc = ag_error_errno(q->err, AG_ERR_IO, "stat %s", path);
     } else if (S_ISREG(st.st_mode) &&
                ((uint64_t)st.st_size <= INLINE_FILE_MAX ||
-                (s->compress_ts[0] != '\0' &&
+                (store__compress_ts(s) != NULL &&
                  (uint64_t)st.st_size <= COMPRESS_FILE_MAX))) {
         uint8_t *data = NULL;
         size_t len = 0;
@@ -1555,6 +1568,11 @@ int store_node_list(Store *s, int (*fn)(void *ctx, const StoreNode *n),
 StoreBlobs *store__blobs(Store *s)
 {
     return s->blobs;
+}
+
+StoreSettings *store__settings(Store *s)
+{
+    return &s->settings;
 }
 
 StoreIndex *store__index(Store *s)

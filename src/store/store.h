@@ -412,6 +412,110 @@ int store_node_get(Store *s, const char *aet, StoreNode *out, AgError *err);
 int store_node_list(Store *s, int (*fn)(void *ctx, const StoreNode *n),
                     void *ctx, AgError *err);
 
+/* ---- run-time settings (settings.c) ------------------------------------ */
+
+/*
+ * The few settings an administrator changes while `agora serve` runs (PUT
+ * /api/v1/settings), kept in the index (table settings: key, value,
+ * changed_at, changed_by) so that they survive a restart:
+ *
+ *   duplicates         keep | replace | reject   the duplicate policy
+ *   accept_unknown_ae  false | true   DIMSE: admit calling AE titles that
+ *                                     are not known nodes
+ *   fuzzy_names        false | true   C-FIND person names match ignoring
+ *                                     case (PS3.4 C.2.2.2.1)
+ *   compress           "" | jpeg-ls | rle | j2k   the compression policy
+ *                                     ("" or "none": store as received)
+ *
+ * Values are text ("true"/"false" for the booleans).  Precedence at start
+ * (store_settings_load): a value given on the command line applies for
+ * that run; otherwise the stored one; otherwise the default (for
+ * duplicates and compress, the StoreConfig's).  A change through
+ * store_settings_update applies at once, whatever the source before, and
+ * is stored.  Only `agora serve` loads stored settings; store_open alone
+ * runs with its StoreConfig.
+ *
+ * Thread-safety: every function may be called from any thread at any
+ * time; readers never block on a change in progress.
+ */
+
+typedef enum StoreSettingSource {
+    STORE_SETTING_DEFAULT = 0,     /* built in, or the StoreConfig's */
+    STORE_SETTING_COMMAND_LINE,    /* given for this run */
+    STORE_SETTING_STORED,          /* kept in the index */
+} StoreSettingSource;
+
+/* A run-time setting as it is now.  Strings are static. */
+typedef struct StoreSetting {
+    const char *key;
+    const char *value;             /* "keep", "true", "jpeg-ls", "" ... */
+    bool boolean;                  /* value is "true" or "false" */
+    StoreSettingSource source;
+} StoreSetting;
+
+/** "default", "command line" or "stored". */
+const char *store_setting_source_name(StoreSettingSource source);
+
+/**
+ * Whether key names a run-time setting; *boolean (may be NULL) tells
+ * whether its values are "true"/"false".
+ */
+bool store_setting_known(const char *key, bool *boolean);
+
+/**
+ * Check a value without applying it: AG_ERR_INVALID naming the key for an
+ * unknown key or a value it does not take (a compression syntax this
+ * build cannot encode included).
+ */
+int store_setting_check(const char *key, const char *value, AgError *err);
+
+/**
+ * At start, before any listener: apply the stored settings, except those
+ * in keys[0..n), whose values[] (the command line) apply for this run
+ * (not stored).  A stored row that is unknown or no longer valid is
+ * logged and ignored.  Errors: AG_ERR_INVALID (a given key or value,
+ * named; nothing applied), or the index's error.
+ */
+int store_settings_load(Store *s, const char *const *keys,
+                        const char *const *values, size_t n, AgError *err);
+
+/** The current value and source of key; AG_ERR_NOTFOUND if unknown. */
+int store_setting_get(Store *s, const char *key, StoreSetting *out,
+                      AgError *err);
+
+/**
+ * Every run-time setting as one consistent snapshot (none changes in
+ * between), in a fixed order, at most cap; returns how many there are.
+ */
+size_t store_settings_list(Store *s, StoreSetting *out, size_t cap);
+
+/* One change of store_settings_update. */
+typedef struct StoreSettingChange {
+    const char *key;               /* in */
+    const char *value;             /* in */
+    const char *old;               /* out: the value it replaced (static) */
+} StoreSettingChange;
+
+/**
+ * Change some settings at once: every key and value is checked first
+ * (AG_ERR_INVALID naming the first bad one, or a key given twice: then
+ * nothing changes), then all are stored in one statement (changed_by =
+ * by, may be NULL) and applied; if storing fails nothing is applied.
+ * Concurrent updates are serialised.  At most 16 changes.
+ */
+int store_settings_update(Store *s, StoreSettingChange *changes, size_t n,
+                          const char *by, AgError *err);
+
+/** store_settings_update of one setting. */
+int store_setting_set(Store *s, const char *key, const char *value,
+                      const char *by, AgError *err);
+
+/**
+ * The current value of a boolean setting, lock-free (false for a key that
+ * is not a boolean setting): what the DIMSE services read at each use.
+ */
+bool store_setting_bool(Store *s, const char *key);
+
 /* ---- integrity ------------------------------------------------------------- */
 
 typedef struct StoreCheckReport {

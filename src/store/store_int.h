@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* ---- blobs (blob.c) ------------------------------------------------------ */
 
@@ -193,7 +194,30 @@ bool store__compress_syntax_ok(const char *ts_uid);
 int store__compress(const char *ts_uid, const uint8_t *data, size_t len,
                     AgBuf *out, bool *changed);
 
+/* ---- run-time settings (settings.c) ------------------------------------ */
+
+#define STORE__NSETTINGS 4
+
+/* Each setting's current value is an index into its choices, atomic so
+ * that ingest, associations and queries read it without a lock and never
+ * see it torn; lock serialises changes (persist, then apply) and guards
+ * source. */
+typedef struct StoreSettings {
+    pthread_mutex_t lock;
+    atomic_int value[STORE__NSETTINGS];
+    StoreSettingSource source[STORE__NSETTINGS];
+} StoreSettings;
+
+/* Defaults, with the duplicate and compression policies of cfg (its
+ * compress_ts already validated); every source STORE_SETTING_DEFAULT. */
+void store__settings_init(StoreSettings *t, const StoreConfig *cfg);
+void store__settings_deinit(StoreSettings *t);
+/* The policies now in force (each read once per use: they may change). */
+StoreDupPolicy store__dup_policy(Store *s);
+const char *store__compress_ts(Store *s);   /* NULL: store as received */
+
 /* Accessors for the other files of the store. */
+StoreSettings *store__settings(Store *s);
 StoreBlobs *store__blobs(Store *s);
 StoreIndex *store__index(Store *s);
 /* Index a blob already in place (check --repair); AG_ERR_EXISTS when its

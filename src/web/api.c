@@ -25,6 +25,8 @@
  *   POST   /api/v1/lists {"name","members"}; POST /api/v1/lists/{n}/members
  *   GET    /api/v1/tokens, POST /api/v1/tokens {"name","days"},
  *   DELETE /api/v1/tokens/{id}
+ *   GET    /api/v1/settings, PUT /api/v1/settings {"duplicates", ...}
+ *                                                               (admin)
  */
 #include "web_int.h"
 
@@ -794,6 +796,136 @@ static enum MHD_Result tokens(WebRequest *r, char **seg, int n,
     return web__json_error(r, 404, "not found", "no such resource");
 }
 
+/* ---- settings (store.h: run-time settings) ------------------------------ */
+
+#define MAX_SETTINGS 16
+
+/* The read-only configuration cli/ gave us (an object; empty if none). */
+static json_t *fixed_settings(WebRequest *r)
+{
+    const char *text = web__config(r)->settings_json;
+    json_t *j = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        j = json_object();
+    }
+    return j;
+}
+
+/* The configuration with the run-time settings as they are now, and
+ * "sources": where each of those comes from.  NULL when out of memory. */
+static json_t *settings_json(WebRequest *r)
+{
+    json_t *j = fixed_settings(r), *src = json_object();
+    StoreSetting list[MAX_SETTINGS];
+    size_t n = store_settings_list(web__store(r), list, MAX_SETTINGS);
+    for (size_t i = 0; j != NULL && src != NULL && i < n &&
+                       i < MAX_SETTINGS; i++) {
+        json_object_set_new(j, list[i].key,
+                            list[i].boolean
+                                ? json_boolean(strcmp(list[i].value,
+                                                      "true") == 0)
+                                : json_string(list[i].value));
+        json_object_set_new(src, list[i].key, json_string(
+            store_setting_source_name(list[i].source)));
+    }
+    if (j == NULL || src == NULL) {
+        json_decref(j);
+        json_decref(src);
+        return NULL;
+    }
+    json_object_set_new(j, "sources", src);
+    return j;
+}
+
+/* Why key cannot be changed, or NULL when it is a run-time setting whose
+ * value v has the right JSON type; the text of the value in *value. */
+static const char *setting_refusal(WebRequest *r, json_t *fixed,
+                                   const char *key, json_t *v,
+                                   const char **value)
+{
+    bool boolean = false;
+    if (!store_setting_known(key, &boolean)) {
+        bool ro = json_object_get(fixed, key) != NULL ||
+                  strcmp(key, "sources") == 0;
+        return ag_arena_printf(r->arena, "setting %.40s: %s", key,
+                               ro ? "read-only while the server runs"
+                                  : "no such setting");
+    }
+    if (boolean ? !json_is_boolean(v) : !json_is_string(v)) {
+        return ag_arena_printf(r->arena, "setting %s: must be a JSON %s",
+                               key, boolean ? "boolean" : "string");
+    }
+    *value = boolean ? (json_is_true(v) ? "true" : "false")
+                     : json_string_value(v);
+    return NULL;
+}
+
+/* "duplicates keep -> reject; compress none -> rle" for the audit trail. */
+static const char *settings_changed(WebRequest *r,
+                                    const StoreSettingChange *ch, size_t n)
+{
+    const char *out = "";
+    for (size_t i = 0; i < n; i++) {
+        out = ag_arena_printf(r->arena, "%s%s%s %s -> %s", out,
+                              i ? "; " : "", ch[i].key,
+                              ch[i].old[0] ? ch[i].old : "none",
+                              ch[i].value[0] ? ch[i].value : "none");
+    }
+    return out;
+}
+
+/*
+ * PUT /api/v1/settings {"duplicates": "reject", ...}: every key and value
+ * is checked before anything changes (400 naming the key: unknown,
+ * read-only, wrong type, bad value); then all are stored and applied at
+ * once (store_settings_update), audited, and the new settings returned.
+ */
+static enum MHD_Result settings_put(WebRequest *r, json_t *body)
+{
+    StoreSettingChange ch[MAX_SETTINGS];
+    size_t n = 0;
+    json_t *fixed = fixed_settings(r), *v;
+    const char *key, *why = NULL;
+    json_object_foreach(body, key, v) {
+        const char *value = NULL;
+        why = n == MAX_SETTINGS ? "too many settings"
+                                : setting_refusal(r, fixed, key, v, &value);
+        if (why != NULL) {
+            break;
+        }
+        ch[n++] = (StoreSettingChange){.key = key, .value = value};
+    }
+    json_decref(fixed);
+    if (why == NULL && n == 0) {
+        why = "the body names no setting";
+    }
+    if (why != NULL) {
+        return web__json_error(r, 400, "bad request", why);
+    }
+    AgError err;
+    if (store_settings_update(web__store(r), ch, n, r->who.name, &err) !=
+        AG_OK) {
+        return send_error(r, &err);
+    }
+    web__audit_config(r, "settings", settings_changed(r, ch, n));
+    return send_json(r, 200, settings_json(r));
+}
+
+static enum MHD_Result settings(WebRequest *r, json_t *body)
+{
+    if (!web__can(r, ACCESS_ADMIN)) {
+        return web__forbidden(r, "settings need admin");
+    }
+    if (strcmp(r->method, "PUT") == 0) {
+        return settings_put(r, body);
+    }
+    if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
+        return send_json(r, 200, settings_json(r));
+    }
+    return web__json_error(r, 405, "method not allowed", r->method);
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
@@ -840,14 +972,7 @@ static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
         return stats(r);
     }
     if (n == 1 && strcmp(seg[0], "settings") == 0) {
-        if (!web__can(r, ACCESS_ADMIN)) {
-            return web__forbidden(r, "settings need admin");
-        }
-        const char *js = web__config(r)->settings_json;
-        return js != NULL ? web__send(r, 200, "application/json", js,
-                                      strlen(js))
-                          : web__json_error(r, 404, "not found",
-                                            "no settings");
+        return settings(r, body);
     }
     if (n == 2 && strcmp(seg[0], "shares") == 0 && strcmp(m, "DELETE") == 0) {
         AgError err;
@@ -904,7 +1029,8 @@ enum MHD_Result web__api(WebRequest *r, char **seg, int nseg,
         return web__json_error(r, 404, "not found", "access control is off");
     }
     ApiBody *b = r->upload;
-    if (*size > 0) {
+    bool put = strcmp(r->method, "PUT") == 0;
+    if (*size > 0 || (put && b == NULL)) {
         if (b == NULL) {
             b = ag_calloc(1, sizeof *b);
             if (b == NULL) {
@@ -913,6 +1039,11 @@ enum MHD_Result web__api(WebRequest *r, char **seg, int nseg,
             ag_buf_init(&b->buf, API_BODY_MAX);
             r->upload = b;
             r->upload_free = body_free;
+        }
+        if (*size == 0) {
+            /* A PUT's first call (server.c holds back only POST's): its
+             * body, even an empty one, comes before the answer. */
+            return MHD_YES;
         }
         if (ag_buf_append(&b->buf, data, *size) != AG_OK) {
             b->buf.len = SIZE_MAX;   /* too big: refused below */

@@ -248,6 +248,9 @@ static enum MHD_Result qido(WebRequest *r, StoreLevel level,
                             const char *study, const char *series)
 {
     QidoArgs a = {.r = r};
+    /* Without fuzzymatching, the archive's setting (PS3.18 §8.3.4.1: the
+     * origin server's default), changeable at run time (store.h). */
+    a.q.fuzzy = store_setting_bool(web__store(r), "fuzzy_names");
     a.keys = dicom_dataset_create(r->arena);
     if (a.keys == NULL) {
         return web__json_error(r, 500, "out of memory", NULL);
