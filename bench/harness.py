@@ -63,6 +63,10 @@ QUERY_KINDS = [
     ("modality", "ModalitiesInStudy=MR + 1-month StudyDate"),
 ]
 
+# OHIF 3.13's study list request (issue 6, "What OHIF asks for").
+STUDY_LIST = {"limit": 101, "offset": 0, "fuzzymatching": "false",
+              "includefield": "00081030,00080060,00080090,00100030"}
+
 T_START = time.time()
 
 
@@ -913,6 +917,10 @@ def build_rows(ctx):
     for k, label in QUERY_KINDS:
         rows.append(("qido.%s" % k, "QIDO-RS %s" % label,
                      "ms p50 / p95 ↓", ("lat",)))
+    rows.append(("qido.studylist", "QIDO-RS the OHIF study list (limit=101, "
+                 "includefield, %s studies)" % "{:,}".format(
+                     ci["manifest"]["studies_total"]),
+                 "ms p50 / p95 ↓", ("lat",)))
     cl = ctx["corpora"]["large"]
     ldesc = "%d × %d×%d, %.0f MB" % (cl["n"], cl["manifest"]["rows"],
                                     cl["manifest"]["cols"],
@@ -1353,7 +1361,7 @@ def phase_query(res, ctx, factory, reps, n_queries, timeout, move_dest):
             ("find", ["find.held.%s" % k for k, _ in QUERY_KINDS] +
              ["find.proc.%s" % k for k, _ in QUERY_KINDS]),
             ("http", ["qido.%s" % k for k, _ in QUERY_KINDS] +
-             ["wado.series", "wado.ttfb", "wado.metadata",
+             ["qido.studylist", "wado.series", "wado.ttfb", "wado.metadata",
               "wado.rendered.jpeg", "wado.rendered.png"]),
             ("get", ["cget.series"]), ("move", ["cmove.series"])):
         if not server.can(cap):
@@ -1412,6 +1420,19 @@ def phase_query(res, ctx, factory, reps, n_queries, timeout, move_dest):
                         fail(res, "qido.%s" % kind, server, BenchError(
                             "%s: %d matches, expected %d" % (
                                 params, r[1], expected)))
+            # What OHIF 3.13 asks first (issue 6): the first page of
+            # every study, four extra fields.
+            for _ in range(5):
+                r = try_measure(res, "qido.studylist", server,
+                                lambda: m_qido(sess, server, STUDY_LIST,
+                                               timeout))
+                if r is None:
+                    break
+                res.add("qido.studylist", name, r[0])
+                if r[1] == 0:
+                    fail(res, "qido.studylist", server,
+                         BenchError("the study list is empty"))
+                    break
             r = try_measure(res, "wado.series", server,
                             lambda: m_wado_series(sess, server, st_uid,
                                                   se_uid, timeout))
