@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1952,7 +1953,31 @@ typedef struct Stow {
     size_t n, cap;
     int rc;                /* fatal: malformed body */
     AgError err;
+    /* Parts up to STOW_ASYNC_MAX are ingested without waiting for their
+     * group commit, so that one request's parts share commits; their
+     * verdicts come back on a store thread.  lock guards res, n, cap and
+     * pending; idle: pending dropped. */
+    StoreSource src;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    size_t pending;
 } Stow;
+
+/* A part this small is ingested asynchronously; larger ones are moved
+ * into place (no copy) and waited for. */
+#define STOW_ASYNC_MAX ((uint64_t)1 << 20)
+/* Parts of one request in flight at once: bounds the memory they hold. */
+#define STOW_IN_FLIGHT 32
+
+/* Wait until at most max asynchronous parts are in flight. */
+static void stow_wait(Stow *s, size_t max)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->pending > max) {
+        pthread_cond_wait(&s->idle, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
 
 static void stow_free(void *p)
 {
@@ -1960,6 +1985,9 @@ static void stow_free(void *p)
     if (s == NULL) {
         return;
     }
+    stow_wait(s, 0);   /* an aborted request: its parts still report */
+    pthread_cond_destroy(&s->idle);
+    pthread_mutex_destroy(&s->lock);
     if (s->fd >= 0) {
         close(s->fd);
         unlink(s->tmp);
@@ -1978,8 +2006,8 @@ static void stow_free(void *p)
     ag_free(s);
 }
 
-static void add_result(Stow *s, const char *cls, const char *inst,
-                       uint16_t reason)
+static void add_result_locked(Stow *s, const char *cls, const char *inst,
+                              uint16_t reason)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
@@ -1994,6 +2022,14 @@ static void add_result(Stow *s, const char *cls, const char *inst,
     ag_fmt(x->cls, sizeof x->cls, "%s", cls ? cls : "");
     ag_fmt(x->inst, sizeof x->inst, "%s", inst ? inst : "");
     x->reason = reason;
+}
+
+static void add_result(Stow *s, const char *cls, const char *inst,
+                       uint16_t reason)
+{
+    pthread_mutex_lock(&s->lock);
+    add_result_locked(s, cls, inst, reason);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* What a part is, from its Content-Type (PS3.18 §10.5.1: application/dicom
@@ -2135,6 +2171,29 @@ static uint16_t stow_reason(int code)
     }
 }
 
+static void stow_verdict(Stow *s, int rc, const StoreResult *res,
+                         const AgError *err)
+{
+    if (rc == AG_OK) {
+        add_result(s, res->sop_class_uid, res->sop_instance_uid, 0);
+    } else {
+        ag_log(AG_LOG_WARN, "http", "STOW-RS part refused: %s", err->msg);
+        add_result(s, NULL, NULL, stow_reason(rc));
+    }
+}
+
+/* StoreIngestDone of an asynchronous part (store thread, or ours). */
+static void stow_done(void *ctx, int rc, const StoreResult *res,
+                      const AgError *err)
+{
+    Stow *s = ctx;
+    stow_verdict(s, rc, res, err);
+    pthread_mutex_lock(&s->lock);
+    s->pending--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static int part_end(void *ctx, AgError *err)
 {
     Stow *s = ctx;
@@ -2168,18 +2227,24 @@ static int part_end(void *ctx, AgError *err)
         b->size = stat(b->path, &st) == 0 ? (uint64_t)st.st_size : 0;
         return AG_OK;
     }
-    StoreSource src = {.via = "stow", .expect_study = s->study,
-                       .user = s->r->who.user_id};
+    struct stat st;
+    if (stat(s->tmp, &st) == 0 && (uint64_t)st.st_size <= STOW_ASYNC_MAX) {
+        stow_wait(s, STOW_IN_FLIGHT - 1);
+        pthread_mutex_lock(&s->lock);
+        s->pending++;
+        pthread_mutex_unlock(&s->lock);
+        /* Read and written to its blob before this returns: the spool
+         * file can go at once. */
+        store_ingest_path_async(web__store(s->r), s->tmp, &s->src,
+                                stow_done, s);
+        unlink(s->tmp);
+        return AG_OK;
+    }
     StoreResult res;
     AgError ierr;
-    int rc = store_ingest_path(web__store(s->r), s->tmp, true, &src, &res,
+    int rc = store_ingest_path(web__store(s->r), s->tmp, true, &s->src, &res,
                                &ierr);
-    if (rc == AG_OK) {
-        add_result(s, res.sop_class_uid, res.sop_instance_uid, 0);
-    } else {
-        ag_log(AG_LOG_WARN, "http", "STOW-RS part refused: %s", ierr.msg);
-        add_result(s, NULL, NULL, stow_reason(rc));
-    }
+    stow_verdict(s, rc, &res, &ierr);
     return AG_OK;
 }
 
@@ -2664,8 +2729,12 @@ enum MHD_Result web__stow(WebRequest *r, char **seg, int nseg,
         s->r = r;
         s->fd = -1;
         s->max = web__config(r)->max_upload_bytes;
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->idle, NULL);
         ag_buf_init(&s->meta, STOW_JSON_MAX);
         s->study = nseg == 2 ? ag_arena_strdup(r->arena, seg[1]) : NULL;
+        s->src = (StoreSource){.via = "stow", .expect_study = s->study,
+                               .user = r->who.user_id};
         r->upload = s;
         r->upload_free = stow_free;
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
@@ -2702,6 +2771,7 @@ enum MHD_Result web__stow(WebRequest *r, char **seg, int nseg,
     if (s->rc == AG_OK) {
         s->rc = web_multipart_finish(s->mp, &s->err);
     }
+    stow_wait(s, 0);   /* every part's verdict is in */
     if (s->rc == AG_ERR_UNSUPPORTED) {
         return web__json_error(r, 415, "unsupported media type", s->err.msg);
     }

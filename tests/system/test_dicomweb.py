@@ -199,6 +199,77 @@ def test_stow_partial_failure_and_study_mismatch(web):
     assert r.status_code == 409, r.text
 
 
+def test_stow_many_parts_share_commits(web, tmp_path):
+    """More parts than the server keeps in flight per request (32): each
+    gets its own verdict, a repeat inside the request is a duplicate (kept
+    first: success), a broken part fails alone, and all are retrievable."""
+    base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
+    study = "1.2.826.0.1.3680043.10.1447.99.77.1"
+    files = []
+    for i in range(80):
+        base.StudyInstanceUID = study
+        base.SeriesInstanceUID = study + ".1"
+        base.SOPInstanceUID = f"{study}.1.{i + 1}"
+        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
+        base.InstanceNumber = i + 1
+        f = tmp_path / f"i{i}.dcm"
+        base.save_as(str(f), write_like_original=False)
+        files.append(str(f))
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(open(files[0], "rb").read()[:400])
+    body, ct = multipart_body(files[:40] + [str(broken)] + files[40:] + [files[3]])
+    r = requests.post(web.base + "/dicom-web/studies", data=body, timeout=120,
+                      headers={"Content-Type": ct, "Accept": "application/dicom+json"})
+    assert r.status_code == 202, r.text
+    res = pydicom.Dataset.from_json(r.json())
+    got = sorted(x.ReferencedSOPInstanceUID for x in res.ReferencedSOPSequence)
+    assert got == sorted([f"{study}.1.{i + 1}" for i in range(80)] + [f"{study}.1.4"])
+    assert len(res.FailedSOPSequence) == 1
+    q = requests.get(f"{web.base}/dicom-web/studies/{study}/instances", timeout=30)
+    assert q.status_code == 200 and len(q.json()) == 80
+    w = requests.get(f"{web.base}/dicom-web/studies/{study}/series/{study}.1/"
+                     f"instances/{study}.1.80", timeout=30)
+    (_, data), = parse_multipart(w)
+    assert data == open(files[79], "rb").read()
+
+
+def test_stow_client_gone_mid_request(web, tmp_path):
+    """A client that goes away after some parts: the server stays up, what
+    it acknowledged internally is whole, and the next request works."""
+    import socket
+    study = "1.2.826.0.1.3680043.10.1447.99.78.1"
+    base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
+    files = []
+    for i in range(20):
+        base.StudyInstanceUID = study
+        base.SeriesInstanceUID = study + ".1"
+        base.SOPInstanceUID = f"{study}.1.{i + 1}"
+        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
+        f = tmp_path / f"g{i}.dcm"
+        base.save_as(str(f), write_like_original=False)
+        files.append(str(f))
+    body, ct = multipart_body(files)
+    port = int(web.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        head = (f"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: {ct}\r\nContent-Length: {len(body)}\r\n\r\n")
+        c.sendall(head.encode() + body[:len(body) * 2 // 3])
+    # whatever got in is whole (the abort's parts finish in the background)
+    q = requests.get(f"{web.base}/dicom-web/studies/{study}/instances", timeout=30)
+    assert q.status_code in (200, 204, 404)   # 404: none of its study yet
+    for m in (q.json() if q.status_code == 200 else []):
+        uid = m["00080018"]["Value"][0]
+        w = requests.get(f"{web.base}/dicom-web/studies/{study}/series/"
+                         f"{study}.1/instances/{uid}", timeout=30)
+        (_, data), = parse_multipart(w)
+        assert data == open(files[int(uid.rsplit(".", 1)[1]) - 1], "rb").read()
+    assert web.alive()
+    body, ct = multipart_body(files[:2])
+    r = requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                      headers={"Content-Type": ct})
+    assert r.status_code == 200, r.text
+
+
 def test_stow_malformed_bodies(web):
     url = web.base + "/dicom-web/studies"
     r = requests.post(url, data=b"hello", headers={"Content-Type": "application/json"}, timeout=10)
