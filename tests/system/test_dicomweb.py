@@ -199,22 +199,28 @@ def test_stow_partial_failure_and_study_mismatch(web):
     assert r.status_code == 409, r.text
 
 
-def test_stow_many_parts_share_commits(web, tmp_path):
-    """More parts than the server keeps in flight per request (32): each
-    gets its own verdict, a repeat inside the request is a duplicate (kept
-    first: success), a broken part fails alone, and all are retrievable."""
+def series_files(tmp_path, study, n):
+    """n copies of CT_small as instances 1..n of series {study}.1."""
     base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
-    study = "1.2.826.0.1.3680043.10.1447.99.77.1"
     files = []
-    for i in range(80):
+    for i in range(n):
         base.StudyInstanceUID = study
         base.SeriesInstanceUID = study + ".1"
         base.SOPInstanceUID = f"{study}.1.{i + 1}"
         base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
         base.InstanceNumber = i + 1
-        f = tmp_path / f"i{i}.dcm"
+        f = tmp_path / f"{study}-{i}.dcm"
         base.save_as(str(f), write_like_original=False)
         files.append(str(f))
+    return files
+
+
+def test_stow_many_parts_share_commits(web, tmp_path):
+    """More parts than the server keeps in flight per request (32): each
+    gets its own verdict, a repeat inside the request is a duplicate (kept
+    first: success), a broken part fails alone, and all are retrievable."""
+    study = "1.2.826.0.1.3680043.10.1447.99.77.1"
+    files = series_files(tmp_path, study, 80)
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(open(files[0], "rb").read()[:400])
     body, ct = multipart_body(files[:40] + [str(broken)] + files[40:] + [files[3]])
@@ -238,16 +244,7 @@ def test_stow_client_gone_mid_request(web, tmp_path):
     it acknowledged internally is whole, and the next request works."""
     import socket
     study = "1.2.826.0.1.3680043.10.1447.99.78.1"
-    base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
-    files = []
-    for i in range(20):
-        base.StudyInstanceUID = study
-        base.SeriesInstanceUID = study + ".1"
-        base.SOPInstanceUID = f"{study}.1.{i + 1}"
-        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
-        f = tmp_path / f"g{i}.dcm"
-        base.save_as(str(f), write_like_original=False)
-        files.append(str(f))
+    files = series_files(tmp_path, study, 20)
     body, ct = multipart_body(files)
     port = int(web.base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
