@@ -491,8 +491,8 @@ static void ingest_done(void *ctx, int rc, const StoreResult *r,
 static void ingest_entry(Import *im, const Entry *e, Pending *pd)
 {
     if (e->root_len == 0) {
-        store_ingest_path_async(im->store, e->path, &im->src, ingest_done,
-                                pd);
+        store_ingest_path_async(im->store, e->path, false, &im->src,
+                                ingest_done, pd);
         return;
     }
     char root[AG_PATH_MAX];

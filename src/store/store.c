@@ -1254,18 +1254,24 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
     return ingest_mem(s, data, len, NULL, NULL, &q);
 }
 
-int store_ingest_fd_async(Store *s, int fd, const char *name,
-                          const StoreSource *src, StoreIngestDone done,
-                          void *ctx)
+static int ingest_fd_async(Store *s, int fd, const char *name, bool take,
+                           const StoreSource *src, StoreIngestDone done,
+                           void *ctx)
 {
     StoreResult res;
     AgError err;
     ag_error_clear(&err);
     Req q = {.src = src, .res = &res, .err = &err, .done = done, .ctx = ctx};
     name = name != NULL ? name : "file";
-    int rc = lseek(fd, 0, SEEK_SET) == 0
-        ? ingest_file(s, fd, name, false, &q)
-        : ag_error_errno(&err, AG_ERR_IO, "seek %s", name);
+    int rc;
+    if (lseek(fd, 0, SEEK_SET) == 0) {
+        rc = ingest_file(s, fd, name, take, &q);   /* consumes when take */
+    } else {
+        rc = ag_error_errno(&err, AG_ERR_IO, "seek %s", name);
+        if (take) {
+            unlink(name);
+        }
+    }
     if (!q.queued) {
         /* Decided before anything was queued: a failure or a duplicate. */
         done(ctx, rc, rc == AG_OK ? &res : NULL, rc == AG_OK ? NULL : &err);
@@ -1273,7 +1279,14 @@ int store_ingest_fd_async(Store *s, int fd, const char *name,
     return rc;
 }
 
-int store_ingest_path_async(Store *s, const char *path,
+int store_ingest_fd_async(Store *s, int fd, const char *name,
+                          const StoreSource *src, StoreIngestDone done,
+                          void *ctx)
+{
+    return ingest_fd_async(s, fd, name, false, src, done, ctx);
+}
+
+int store_ingest_path_async(Store *s, const char *path, bool take,
                             const StoreSource *src, StoreIngestDone done,
                             void *ctx)
 {
@@ -1281,10 +1294,13 @@ int store_ingest_path_async(Store *s, const char *path,
     if (fd < 0) {
         AgError err;
         int rc = ag_error_errno(&err, AG_ERR_IO, "%s: open", path);
+        if (take) {
+            unlink(path);
+        }
         done(ctx, rc, NULL, &err);
         return rc;
     }
-    int rc = store_ingest_fd_async(s, fd, path, src, done, ctx);
+    int rc = ingest_fd_async(s, fd, path, take, src, done, ctx);
     close(fd);
     return rc;
 }

@@ -164,19 +164,22 @@ typedef void (*StoreIngestDone)(void *ctx, int rc, const StoreResult *res,
                                 const AgError *err);
 
 /**
- * Like store_ingest_fd and store_ingest_path (never take), without waiting
+ * Like store_ingest_fd and store_ingest_path, without waiting
  * for the group commit: the file is read, parsed and its blob written in
  * the calling thread, then the call returns and done is called once the
  * verdict is durable — on a store thread, in commit order, so it must be
  * quick — or, when the verdict came before anything was queued (a
- * failure, a duplicate), in the calling thread before returning.  Lets a
+ * failure, a duplicate), in the calling thread before returning.  With
+ * take (store_ingest_path_async only) the file is consumed as by
+ * store_ingest_path — renamed into the blob store, not copied — and is
+ * gone when the call returns, whatever the verdict.  Lets a
  * few threads keep many instances in flight (`agora import`).  src must
  * stay valid until done.  The return value is for information only.
  */
 int store_ingest_fd_async(Store *s, int fd, const char *name,
                           const StoreSource *src, StoreIngestDone done,
                           void *ctx);
-int store_ingest_path_async(Store *s, const char *path,
+int store_ingest_path_async(Store *s, const char *path, bool take,
                             const StoreSource *src, StoreIngestDone done,
                             void *ctx);
 

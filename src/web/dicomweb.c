@@ -2233,11 +2233,10 @@ static int part_end(void *ctx, AgError *err)
         pthread_mutex_lock(&s->lock);
         s->pending++;
         pthread_mutex_unlock(&s->lock);
-        /* Read and written to its blob before this returns: the spool
-         * file can go at once. */
-        store_ingest_path_async(web__store(s->r), s->tmp, &s->src,
+        /* Renamed into the blob store (or removed) before this returns:
+         * the spool file is consumed, not copied. */
+        store_ingest_path_async(web__store(s->r), s->tmp, true, &s->src,
                                 stow_done, s);
-        unlink(s->tmp);
         return AG_OK;
     }
     StoreResult res;

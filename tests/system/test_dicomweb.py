@@ -231,6 +231,9 @@ def test_stow_many_parts_share_commits(web, tmp_path):
     got = sorted(x.ReferencedSOPInstanceUID for x in res.ReferencedSOPSequence)
     assert got == sorted([f"{study}.1.{i + 1}" for i in range(80)] + [f"{study}.1.4"])
     assert len(res.FailedSOPSequence) == 1
+    # every spooled part was consumed: renamed into the blob store, or
+    # removed (the broken part, the duplicate)
+    assert os.listdir(os.path.join(web.data, "tmp")) == []
     q = requests.get(f"{web.base}/dicom-web/studies/{study}/instances", timeout=30)
     assert q.status_code == 200 and len(q.json()) == 80
     w = requests.get(f"{web.base}/dicom-web/studies/{study}/series/{study}.1/"
