@@ -69,6 +69,12 @@ static void usage(FILE *out)
             "or only\n"
             "                         Agora's own files (a shared file "
             "system)\n"
+            "  --no-staging           write every blob to its file before "
+            "its index rows\n"
+            "                         commit (default: a small one sent "
+            "alone is\n"
+            "                         committed inside the index and written "
+            "out when idle)\n"
             "  --compress C           store uncompressed images compressed "
             "losslessly:\n"
             "                         jpeg-ls, rle, j2k or none (default none)\n"
@@ -104,7 +110,7 @@ static void usage(FILE *out)
 /* Access control options (issue 7). */
 enum { OPT_HTTP_ANONYMOUS = 0x300, OPT_HTTP_BASIC, OPT_HTTP_CERT,
        OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS, OPT_COMPRESS,
-       OPT_SYNC };
+       OPT_SYNC, OPT_NO_STAGING };
 
 /* Long options without a short form (values past any character). */
 enum { OPT_VIEWER_DIR = 0x200, OPT_UI_DIR };
@@ -326,6 +332,7 @@ int cmd_serve(int argc, char **argv)
         {"decoders", required_argument, NULL, OPT_DECODERS},
         {"compress", required_argument, NULL, OPT_COMPRESS},
         {"sync", required_argument, NULL, OPT_SYNC},
+        {"no-staging", no_argument, NULL, OPT_NO_STAGING},
         {"decode-in-process", no_argument, NULL, OPT_DECODE_IN_PROCESS},
         /* audit trail export (src/audit) */
         {"audit-syslog", required_argument, NULL, OPT_AUDIT_SYSLOG},
@@ -345,7 +352,7 @@ int cmd_serve(int argc, char **argv)
     CodecSandboxConfig sbx;
     codec_sandbox_config_init(&sbx);
     bool isolate = true;
-    StoreConfig scfg = {.data_dir = "./agora-data"};
+    StoreConfig scfg = {.data_dir = "./agora-data", .stage_small = true};
     GivenSettings given = {.n = 0};   /* run-time settings on the line */
     SvcConfig cfg = {.aet = "AGORA", .bind_addr = "127.0.0.1", .port = 11112};
     uint16_t ignored, tls_port = 2762, http_port = 8080;
@@ -418,6 +425,7 @@ int cmd_serve(int argc, char **argv)
         case OPT_HTTP_CERT: http_cert = optarg; break;
         case OPT_HTTP_KEY: http_key = optarg; break;
         case OPT_DECODERS: sbx.helpers = (unsigned)atoi(optarg); break;
+        case OPT_NO_STAGING: scfg.stage_small = false; break;
         case OPT_SYNC:
             if (strcmp(optarg, "filesystem") == 0) {
                 scfg.sync = STORE_SYNC_FILESYSTEM;

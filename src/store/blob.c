@@ -516,6 +516,15 @@ int store__blob_remove(StoreBlobs *b, const char *name, AgError *err)
     return rc;
 }
 
+void store__blob_hash_buffer(const uint8_t *p, size_t n, StoreBlobInfo *info)
+{
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, p, n);
+    info->size = n;
+    finish_hash(&h, info);
+}
+
 int store__blob_hash(StoreBlobs *b, const char *name, StoreBlobInfo *info,
                      AgError *err)
 {

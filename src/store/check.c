@@ -45,7 +45,7 @@ static int check_row(void *ctx, const char *sop_uid, const char *blob,
     c->rep->instances_checked++;
     StoreBlobInfo info;
     AgError e;
-    int rc = store__blob_hash(c->blobs, blob, &info, &e);
+    int rc = store__blob_hash_any(c->s, blob, &info, &e);
     if (rc == AG_ERR_NOTFOUND) {
         c->rep->missing_blobs++;
         say(c, "missing", blob, sop_uid);

@@ -145,6 +145,13 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE settings ("
     "  key TEXT PRIMARY KEY, value TEXT NOT NULL,"
     "  changed_at INTEGER NOT NULL, changed_by TEXT);",
+    /* 5: small blobs staged in the index (store.c, "staging"): committed
+     * with their rows in one transaction, written out to files later.  A
+     * blob name going to the trash (its row deleted or replaced) takes its
+     * staged bytes with it, in the same transaction. */
+    "CREATE TABLE staged_blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);"
+    "CREATE TRIGGER trash_drops_staged AFTER INSERT ON trash BEGIN"
+    "  DELETE FROM staged_blobs WHERE name = NEW.blob; END;",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
@@ -173,6 +180,9 @@ enum {
     Q_SAVEPOINT,
     Q_RELEASE,
     Q_ROLLBACK_TO,
+    Q_INSERT_STAGED,
+    Q_DROP_STAGED,
+    Q_BLOB_INDEXED,
     Q_NSTMT
 };
 
@@ -266,6 +276,10 @@ static const char *const SQL[Q_NSTMT] = {
     [Q_SAVEPOINT] = "SAVEPOINT put",
     [Q_RELEASE] = "RELEASE put",
     [Q_ROLLBACK_TO] = "ROLLBACK TO put",
+    [Q_INSERT_STAGED] =
+        "INSERT INTO staged_blobs (name, data) VALUES (?1, ?2)",
+    [Q_DROP_STAGED] = "DELETE FROM staged_blobs WHERE name = ?1",
+    [Q_BLOB_INDEXED] = "SELECT 1 FROM instances WHERE blob = ?1",
 };
 
 #define READERS 8
@@ -841,6 +855,13 @@ static int put_rows(SqliteIndex *x, const StoreIndexInsert *in, bool replace,
     sqlite3_bind_int64(st, 17, now_s());
     rc = step_done(x, st, err, "instance");
     int64_t inst = sqlite3_last_insert_rowid(x->w);
+    if (rc == AG_OK && in->staged != NULL) {
+        st = stmt(x, Q_INSERT_STAGED);
+        bind_text(st, 1, in->blob_name);
+        sqlite3_bind_blob64(st, 2, in->staged, in->staged_len,
+                            SQLITE_STATIC);
+        rc = step_done(x, st, err, "staged blob");
+    }
     if (rc == AG_OK && in->metadata_json != NULL) {
         st = stmt(x, Q_INSERT_META);
         sqlite3_bind_int64(st, 1, inst);
@@ -1229,6 +1250,117 @@ static int sq_has_blob(StoreIndex *ix, const char *blob, bool *out,
     return rc;
 }
 
+/* ---- staged blobs ---------------------------------------------------------- */
+
+static int sq_staged_get(StoreIndex *ix, const char *name, AgBuf *out,
+                         AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    sqlite3 *rd = reader_get(x);
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(rd, "SELECT data FROM staged_blobs WHERE name"
+                           " = ?1", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(rd, err, "staged blob");
+    } else {
+        bind_text(st, 1, name);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW) {
+            const void *p = sqlite3_column_blob(st, 0);
+            size_t n = (size_t)sqlite3_column_bytes(st, 0);
+            rc = ag_buf_append(out, p, n) == AG_OK
+                ? AG_OK
+                : ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+        } else if (s == SQLITE_DONE) {
+            rc = ag_error_set(err, AG_ERR_NOTFOUND, "no staged blob %s",
+                              name);
+        } else {
+            rc = db_error(rd, err, "staged blob");
+        }
+        sqlite3_finalize(st);
+    }
+    reader_put(x, rd);
+    return rc;
+}
+
+static int sq_staged_list(StoreIndex *ix, uint32_t max,
+                          int (*fn)(void *, const char *, const uint8_t *,
+                                    size_t),
+                          void *ctx, AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    sqlite3 *rd = reader_get(x);
+    sqlite3_stmt *st;
+    int rc = AG_OK;
+    if (sqlite3_prepare_v2(rd, "SELECT name, data FROM staged_blobs"
+                           " ORDER BY rowid LIMIT ?1", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = db_error(rd, err, "staged blobs");
+    } else {
+        sqlite3_bind_int64(st, 1, max);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            if (fn(ctx, (const char *)sqlite3_column_text(st, 0),
+                   sqlite3_column_blob(st, 1),
+                   (size_t)sqlite3_column_bytes(st, 1)) != 0) {
+                break;
+            }
+        }
+        if (s != SQLITE_ROW && s != SQLITE_DONE) {
+            rc = db_error(rd, err, "staged blobs");
+        }
+        sqlite3_finalize(st);
+    }
+    reader_put(x, rd);
+    return rc;
+}
+
+static int sq_staged_count(StoreIndex *ix, uint64_t *n, uint64_t *bytes,
+                           AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    sqlite3 *rd = reader_get(x);
+    sqlite3_stmt *st;
+    int rc = AG_OK;
+    *n = *bytes = 0;
+    if (sqlite3_prepare_v2(rd, "SELECT count(*), coalesce(sum(length(data)),"
+                           " 0) FROM staged_blobs", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = db_error(rd, err, "staged blobs");
+    } else {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *n = (uint64_t)sqlite3_column_int64(st, 0);
+            *bytes = (uint64_t)sqlite3_column_int64(st, 1);
+        }
+        sqlite3_finalize(st);
+    }
+    reader_put(x, rd);
+    return rc;
+}
+
+/* In the writer's transaction: the staged copy of name goes (its file is
+ * durable now).  *indexed: whether an instance row still names the blob
+ * (false: deleted or replaced since, so the file just written is not
+ * wanted either). */
+static int sq_staged_drop(StoreIndex *ix, const char *name, bool *indexed,
+                          AgError *err)
+{
+    SqliteIndex *x = (SqliteIndex *)ix;
+    sqlite3_stmt *st = stmt(x, Q_DROP_STAGED);
+    bind_text(st, 1, name);
+    int rc = step_done(x, st, err, "staged blob");
+    if (rc != AG_OK) {
+        return rc;
+    }
+    st = stmt(x, Q_BLOB_INDEXED);
+    bind_text(st, 1, name);
+    int s = sqlite3_step(st);
+    *indexed = s == SQLITE_ROW;
+    sqlite3_reset(st);
+    return s == SQLITE_ROW || s == SQLITE_DONE
+        ? AG_OK : db_error(x->w, err, "staged blob");
+}
+
 /* ---- nodes ---------------------------------------------------------------- */
 
 static int node_exec(SqliteIndex *x, const char *sql, const StoreNode *n,
@@ -1439,4 +1571,8 @@ static const StoreIndexOps SQLITE_OPS = {
     .stats = sq_stats,
     .walk_instances = sq_walk_instances,
     .has_blob = sq_has_blob,
+    .staged_get = sq_staged_get,
+    .staged_list = sq_staged_list,
+    .staged_count = sq_staged_count,
+    .staged_drop = sq_staged_drop,
 };

@@ -21,7 +21,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_LISTENERS 16
@@ -46,6 +48,23 @@
 #define FEW_IN_FLIGHT 8
 #define CHEAP_SYNC_MAX 4
 #define DEFER_MIN 8
+/*
+ * Staging.  With few instances in flight each store waits for its own
+ * flushes, one after the other: the blob's bytes, its name, the index
+ * commit.  A blob of up to STAGE_MAX bytes skips the first two: its bytes
+ * go into the index with its rows (one transaction, one fsync of the WAL,
+ * no new file), and the spiller thread writes staged blobs out to their
+ * files later — many per syncfs, when the store has been idle for
+ * SPILL_IDLE_MS or more than SPILL_MAX_N / SPILL_MAX_BYTES are staged —
+ * then drops the staged copies.  Until then readers find the bytes in the
+ * index (store__blob_fd).  A crash loses nothing: staged bytes are as
+ * durable as the rows; whatever is staged at open is spilled when idle.
+ */
+#define STAGE_MAX ((size_t)64 << 10)
+#define SPILL_IDLE_MS 50
+#define SPILL_MAX_N 4096
+#define SPILL_MAX_BYTES ((uint64_t)64 << 20)
+#define SPILL_BATCH 256
 
 /* A FIFO of jobs, linked through Job.next. */
 typedef struct Job Job;
@@ -68,6 +87,8 @@ struct Job {
     bool conflict;
     bool drop_new_blob;   /* duplicate or failure: remove what we wrote */
     bool published;       /* the writer synced and renamed the blob */
+    const uint8_t *staged;   /* staged in the index: the blob's bytes */
+    size_t staged_len;
     bool done;
     pthread_cond_t done_cv;   /* done became true (its caller waits) */
     /* Asynchronous ingest: the job lives in its arena, and done_fn is
@@ -97,14 +118,18 @@ struct Store {
     char data_dir[AG_PATH_MAX];
     StoreBlobs *blobs;
     StoreIndex *index;
-    pthread_t settler, committer;
-    bool settler_started, started;
+    pthread_t settler, committer, spiller;
+    bool settler_started, started, spiller_started;
     /* The index commit leaves its fsync to the settler's syncfs. */
     bool defer_index_sync;
     pthread_mutex_t lock;         /* queues, counters, done flags, stop */
     pthread_cond_t written_cv;    /* work for the settler, or stop */
     pthread_cond_t queue_cv;      /* settled has jobs, or stop */
     pthread_cond_t durable_cv;    /* durable_seq moved */
+    pthread_cond_t spill_cv;      /* staged blobs to spill, or stop */
+    uint64_t staged_n, staged_bytes;   /* staged blobs, by this process */
+    int64_t last_ingest_ms;       /* monotonic: the last job queued */
+    int spill_idle_ms;            /* AGORA_SPILL_IDLE_MS, or the default */
     JobQueue written;             /* blobs written as name.tmp */
     JobQueue renamed;             /* blobs under their names, not synced */
     JobQueue settled;             /* blobs durable: for the committer */
@@ -166,6 +191,13 @@ static void empty_trash(Store *s)
 
 static void enqueue(Store *s, Job *j);
 static void wait_done(Store *s, Job *j);
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Queue a job and wait until the commit thread has decided it. */
 static void submit(Store *s, Job *j)
@@ -238,7 +270,7 @@ static void apply_one(Store *s, Job *j, StoreDupPolicy policy)
     StoreIndexInsert in = {
         .attrs = &j->attrs, .blob_name = j->blob_name, .blob = &j->blob,
         .metadata_json = j->json, .metadata_len = j->json_len,
-        .source = j->src,
+        .source = j->src, .staged = j->staged, .staged_len = j->staged_len,
     };
     if (ix->ops->put_instance(ix, &in, j->outcome == STORE_REPLACED,
                               &j->conflict, &e) != AG_OK) {
@@ -534,6 +566,31 @@ static int take_jobs(JobQueue *q, Job **out, uint32_t max)
     return n;
 }
 
+/* The blobs a committed batch staged in the index: the spiller's work. */
+static void count_staged(Store *s, Job **jobs, int n)
+{
+    uint64_t k = 0, bytes = 0;
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->rc == AG_OK && jobs[i]->staged != NULL &&
+            jobs[i]->outcome != STORE_DUPLICATE) {
+            k++;
+            bytes += jobs[i]->staged_len;
+        }
+    }
+    if (k == 0) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->staged_n += k;
+    s->staged_bytes += bytes;
+    if (s->staged_n >= SPILL_MAX_N || s->staged_bytes >= SPILL_MAX_BYTES ||
+        s->staged_n == k) {
+        /* Full, or the first: otherwise the spiller's timer serves. */
+        pthread_cond_signal(&s->spill_cv);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 /*
  * Index a settled batch in one transaction: its blobs are durable under
  * their final names, so the rows may point to them (SECURITY.md rule 4).
@@ -575,6 +632,9 @@ static int process_batch(Store *s, Job **jobs, int n, bool deferred,
         }
     } else if (!deferred) {
         empty_trash(s);   /* blobs replaced in this batch */
+    }
+    if (rc == AG_OK) {
+        count_staged(s, jobs, n);
     }
     pthread_mutex_unlock(&s->write_lock);
     return rc;
@@ -643,6 +703,270 @@ static void *commit_main(void *arg)
     return NULL;
 }
 
+/* ---- the spiller: staged blobs out to their files ------------------------ */
+
+typedef struct Spill {
+    Store *s;
+    bool sync_each;               /* STORE_SYNC_FILES: fsync per file */
+    char names[SPILL_BATCH][STORE_BLOB_NAME_MAX];
+    uint64_t sizes[SPILL_BATCH];
+    int n;
+    int rc;
+    AgError err;
+} Spill;
+
+static int spill_row(void *ctx, const char *name, const uint8_t *data,
+                     size_t len)
+{
+    Spill *sp = ctx;
+    StoreBlobInfo info;
+    sp->rc = store__blob_put_buffer(sp->s->blobs, name, data, len,
+                                    sp->sync_each, &info, &sp->err);
+    if (sp->rc != AG_OK) {
+        return 1;
+    }
+    ag_fmt(sp->names[sp->n], STORE_BLOB_NAME_MAX, "%s", name);
+    sp->sizes[sp->n++] = len;
+    return 0;
+}
+
+/* Make the files of sp durable under their names. */
+static int spill_settle(Spill *sp)
+{
+    StoreBlobs *b = sp->s->blobs;
+    if (sp->sync_each) {
+        bool synced[256] = {false};
+        for (int i = 0; i < sp->n; i++) {
+            int d = dir_of(sp->names[i]);
+            if (!synced[d] &&
+                store__blob_sync_dir(b, sp->names[i], &sp->err) != AG_OK) {
+                return sp->err.code;
+            }
+            synced[d] = true;
+        }
+        return AG_OK;
+    }
+    for (int i = 0; i < sp->n; i++) {
+        if (store__blob_publish(b, sp->names[i], &sp->err) != AG_OK) {
+            return sp->err.code;
+        }
+    }
+    if (store__blob_fault(b, "blob.spill", &sp->err)) {
+        return sp->err.code;
+    }
+    return store__blob_sync_fs(b, &sp->err);
+}
+
+/* Forget the staged copies of durable files; a file whose instance went
+ * meanwhile (deleted, replaced) is removed. */
+static int spill_drop(Spill *sp)
+{
+    Store *s = sp->s;
+    StoreIndex *ix = s->index;
+    bool gone[SPILL_BATCH] = {false};
+    pthread_mutex_lock(&s->write_lock);
+    int rc = ix->ops->begin(ix, &sp->err);
+    for (int i = 0; i < sp->n && rc == AG_OK; i++) {
+        bool indexed = true;
+        rc = ix->ops->staged_drop(ix, sp->names[i], &indexed, &sp->err);
+        gone[i] = !indexed;
+    }
+    if (rc == AG_OK) {
+        rc = ix->ops->commit(ix, &sp->err);
+    } else {
+        ix->ops->rollback(ix);
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    for (int i = 0; i < sp->n && rc == AG_OK; i++) {
+        if (gone[i]) {
+            store__blob_remove(s->blobs, sp->names[i], NULL);
+        }
+    }
+    return rc;
+}
+
+/*
+ * Write up to SPILL_BATCH staged blobs to their files, make them durable,
+ * then drop the staged copies.  Returns how many were spilled, or a
+ * negative error (the staged copies stay: they are still the blobs).
+ */
+static int spill_some(Store *s)
+{
+    Spill *sp = ag_calloc(1, sizeof *sp);
+    if (sp == NULL) {
+        return AG_ERR_NOMEM;
+    }
+    sp->s = s;
+    sp->sync_each = s->cfg.sync == STORE_SYNC_FILES;
+    int rc = s->index->ops->staged_list(s->index, SPILL_BATCH, spill_row, sp,
+                                        &sp->err);
+    if (rc == AG_OK) {
+        rc = sp->rc;
+    }
+    if (rc == AG_OK) {
+        rc = spill_settle(sp);
+    }
+    if (rc == AG_OK) {
+        rc = spill_drop(sp);
+    }
+    int n = sp->n;
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        bytes += sp->sizes[i];
+        if (rc != AG_OK) {
+            store__blob_discard(s->blobs, sp->names[i]);
+        }
+    }
+    if (rc != AG_OK) {
+        ag_log(AG_LOG_ERROR, "store", "writing staged blobs out: %s "
+               "(they stay in the index; retried)", sp->err.msg);
+    }
+    ag_free(sp);
+    pthread_mutex_lock(&s->lock);
+    if (rc == AG_OK && n == 0) {
+        s->staged_n = s->staged_bytes = 0;   /* another process took them */
+    } else if (rc == AG_OK) {
+        s->staged_n -= s->staged_n < (uint64_t)n ? s->staged_n : (uint64_t)n;
+        s->staged_bytes -= s->staged_bytes < bytes ? s->staged_bytes : bytes;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc == AG_OK ? n : rc;
+}
+
+static void wait_ms(Store *s, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&s->spill_cv, &s->lock, &ts);
+}
+
+/* Caller holds s->lock.  0: spill now; else how long to wait first. */
+static int64_t spill_delay(const Store *s)
+{
+    if (s->staged_n == 0) {
+        return s->stop && s->in_flight == 0 ? 0 : 1000;
+    }
+    if (s->stop && s->in_flight == 0) {
+        return 0;   /* closing: everything goes out */
+    }
+    if (s->staged_n >= SPILL_MAX_N || s->staged_bytes >= SPILL_MAX_BYTES) {
+        return 0;
+    }
+    int64_t idle = now_ms() - s->last_ingest_ms;
+    if (s->in_flight == 0 && idle >= s->spill_idle_ms) {
+        return 0;
+    }
+    int64_t left = s->spill_idle_ms - idle;
+    return left < 5 ? 5 : left;
+}
+
+static void *spill_main(void *arg)
+{
+    Store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        int64_t delay = spill_delay(s);
+        if (delay > 0) {
+            wait_ms(s, delay);
+            continue;
+        }
+        if (s->staged_n == 0) {
+            break;   /* stopping, nothing staged */
+        }
+        bool closing = s->stop && s->in_flight == 0;
+        pthread_mutex_unlock(&s->lock);
+        int n = spill_some(s);
+        pthread_mutex_lock(&s->lock);
+        if (n < 0 && closing) {
+            break;   /* they stay staged; the next open spills them */
+        }
+        if (n < 0) {
+            wait_ms(s, 1000);   /* back off, then retry */
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- reading blobs, wherever they are ------------------------------------ */
+
+/* Staged bytes of name in a memfd, at offset 0. */
+static int staged_fd(Store *s, const char *name, int *fd, AgError *err)
+{
+    AgBuf b;
+    ag_buf_init(&b, STAGE_MAX * 2);
+    int rc = s->index->ops->staged_get(s->index, name, &b, err);
+    if (rc == AG_OK) {
+        int m = memfd_create("agora-staged", MFD_CLOEXEC);
+        if (m < 0 || write(m, b.data, b.len) != (ssize_t)b.len ||
+            lseek(m, 0, SEEK_SET) != 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "memfd for %s", name);
+            if (m >= 0) {
+                close(m);
+            }
+        } else {
+            *fd = m;
+        }
+    }
+    ag_buf_deinit(&b);
+    return rc;
+}
+
+int store__blob_fd(Store *s, const char *name, int *fd, AgError *err)
+{
+    char path[AG_PATH_MAX];
+    int rc = store__blob_path(s->blobs, name, path, sizeof path, err);
+    /* The file; else the staged copy; else the file once more (the
+     * spiller may have written it out between the two). */
+    for (int attempt = 0; rc == AG_OK && attempt < 2; attempt++) {
+        *fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fd >= 0) {
+            return AG_OK;
+        }
+        if (errno != ENOENT) {
+            return ag_error_errno(err, AG_ERR_IO, "open %s", path);
+        }
+        if (attempt == 0) {
+            rc = staged_fd(s, name, fd, err);
+            if (rc != AG_ERR_NOTFOUND) {
+                return rc;
+            }
+            rc = AG_OK;
+        }
+    }
+    return rc == AG_OK ? ag_error_set(err, AG_ERR_NOTFOUND, "%s: missing",
+                                      path)
+                       : rc;
+}
+
+int store__blob_hash_any(Store *s, const char *name, StoreBlobInfo *info,
+                         AgError *err)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = store__blob_hash(s->blobs, name, info, err);
+        if (rc != AG_ERR_NOTFOUND || attempt == 1) {
+            return rc;
+        }
+        AgBuf b;
+        ag_buf_init(&b, STAGE_MAX * 2);
+        rc = s->index->ops->staged_get(s->index, name, &b, err);
+        if (rc == AG_OK) {
+            store__blob_hash_buffer(b.data, b.len, info);
+        }
+        ag_buf_deinit(&b);
+        if (rc != AG_ERR_NOTFOUND) {
+            return rc;
+        }
+    }
+    return AG_ERR_NOTFOUND;
+}
+
 /* ---- open / close --------------------------------------------------------- */
 
 /* Is the index (and its WAL beside it) on the blobs' file system, so that
@@ -687,6 +1011,9 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
     pthread_cond_init(&s->written_cv, NULL);
     pthread_cond_init(&s->queue_cv, NULL);
     pthread_cond_init(&s->durable_cv, NULL);
+    pthread_cond_init(&s->spill_cv, NULL);
+    const char *idle = getenv("AGORA_SPILL_IDLE_MS");   /* tests */
+    s->spill_idle_ms = idle != NULL ? atoi(idle) : SPILL_IDLE_MS;
     int rc = AG_OK;
     struct stat st;
     if (cfg->read_only) {
@@ -732,6 +1059,20 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
             s->settler_started = true;
         }
     }
+    if (rc == AG_OK && !cfg->read_only) {
+        /* Blobs left staged by an earlier run go out when idle. */
+        AgError ce;
+        if (s->index->ops->staged_count(s->index, &s->staged_n,
+                                        &s->staged_bytes, &ce) != AG_OK) {
+            ag_log(AG_LOG_WARN, "store", "staged blobs: %s", ce.msg);
+        }
+        if (pthread_create(&s->spiller, NULL, spill_main, s) != 0) {
+            rc = ag_error_set(err, AG_ERR_NOMEM, "cannot start spill "
+                              "thread");
+        } else {
+            s->spiller_started = true;
+        }
+    }
     if (rc != AG_OK) {
         store_close(s);
         return rc;
@@ -750,12 +1091,20 @@ void store_close(Store *s)
     s->stop = true;
     pthread_cond_broadcast(&s->written_cv);
     pthread_cond_broadcast(&s->queue_cv);
+    pthread_cond_broadcast(&s->spill_cv);
     pthread_mutex_unlock(&s->lock);
     if (s->settler_started) {
         pthread_join(s->settler, NULL);
     }
     if (s->started) {
         pthread_join(s->committer, NULL);
+    }
+    if (s->spiller_started) {
+        /* It writes out what is staged once nothing is in flight. */
+        pthread_mutex_lock(&s->lock);
+        pthread_cond_broadcast(&s->spill_cv);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->spiller, NULL);
     }
     if (s->index != NULL) {
         s->index->ops->close(s->index);
@@ -766,6 +1115,7 @@ void store_close(Store *s)
     pthread_cond_destroy(&s->written_cv);
     pthread_cond_destroy(&s->queue_cv);
     pthread_cond_destroy(&s->durable_cv);
+    pthread_cond_destroy(&s->spill_cv);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->write_lock);
     ag_free(s);
@@ -857,10 +1207,18 @@ static int prepare(Store *s, const DicomFile *f, AgArena *a, Job *j,
 static void enqueue(Store *s, Job *j)
 {
     pthread_mutex_lock(&s->lock);
-    put_job(j->published ? &s->renamed : &s->written, j);
     s->in_flight++;
     s->cstats.queued++;
-    pthread_cond_signal(&s->written_cv);
+    s->last_ingest_ms = now_ms();
+    if (j->staged != NULL) {
+        /* Nothing to make durable before the commit: its bytes go with
+         * the rows. */
+        put_job(&s->settled, j);
+        pthread_cond_signal(&s->queue_cv);
+    } else {
+        put_job(j->published ? &s->renamed : &s->written, j);
+        pthread_cond_signal(&s->written_cv);
+    }
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -954,6 +1312,14 @@ static bool publish_now(Store *s, Job *j)
     return j->published;
 }
 
+/* Is the blob to be staged in the index (see STAGE_MAX)?  Small, and few
+ * in flight: with many, the settler's syncfs serves them all anyway. */
+static bool stage_now(Store *s, Job *j, size_t len)
+{
+    return s->cfg.stage_small && len <= STAGE_MAX && s->spiller_started &&
+           publish_now(s, j);
+}
+
 /* One ingest request: who sent it and how the verdict goes back. */
 typedef struct Req {
     const StoreSource *src;
@@ -1008,6 +1374,21 @@ static int submit_job(Store *s, AgArena *a, Job *j, Req *q)
  */
 static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
                             const char *spool, const char *what, Req *q);
+
+/* Stage the blob: its checksum now, its bytes with the job (borrowed from
+ * a synchronous caller, who waits; copied into an asynchronous job's
+ * arena). */
+static int stage(Job *j, AgArena *a, const uint8_t *data, size_t len,
+                 const Req *q)
+{
+    store__blob_hash_buffer(data, len, &j->blob);
+    j->staged = q->done == NULL ? data : ag_arena_memdup(a, data, len);
+    j->staged_len = len;
+    if (j->staged == NULL) {
+        return ag_error_set(q->err, AG_ERR_NOMEM, "out of memory");
+    }
+    return AG_OK;
+}
 
 /* The compression policy: data replaced by its re-encoded form in *buf
  * when that applies (the spool, which holds the original, is dropped). */
@@ -1086,6 +1467,8 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
         rc = store__blob_put_rename(s->blobs, j->blob_name, spool, data, len,
                                     publish_now(s, j), &j->blob, err);
         spool = NULL;   /* consumed either way */
+    } else if (rc == AG_OK && !done && stage_now(s, j, len)) {
+        rc = stage(j, a, data, len, q);
     } else if (rc == AG_OK && !done) {
         rc = store__blob_put_buffer(s->blobs, j->blob_name, data, len,
                                     publish_now(s, j), &j->blob, err);
@@ -1386,14 +1769,11 @@ int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
         return ag_error_set(err, AG_ERR_NOTFOUND, "no instance %.64s",
                             sop_uid);
     }
-    char path[AG_PATH_MAX];
-    rc = store__blob_path(s->blobs, row[0], path, sizeof path, err);
-    if (rc != AG_OK) {
-        return rc;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return ag_error_errno(err, AG_ERR_IO, "open blob of %.64s", sop_uid);
+    int fd = -1;
+    AgError be;
+    if (store__blob_fd(s, row[0], &fd, &be) != AG_OK) {
+        return ag_error_set(err, AG_ERR_IO, "open blob of %.64s: %s",
+                            sop_uid, be.msg);
     }
     AgArena *a = ag_arena_create(1 << 20);
     DicomReadOptions ro = {.meta_only = true};
@@ -1439,7 +1819,7 @@ int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
                             "class");
     }
     StoreBlobInfo info;
-    rc = store__blob_hash(s->blobs, row[0], &info, err);
+    rc = store__blob_hash_any(s, row[0], &info, err);
     if (rc != AG_OK) {
         return ag_error_set(err, AG_ERR_IO, "blob unreadable");
     }

@@ -74,6 +74,12 @@ typedef struct StoreConfig {
      * result does not decode back bit-exactly or is not smaller.  NULL:
      * store as received. */
     const char *compress_ts;
+    /* Staging: with few instances in flight, a blob of up to 64 KiB is
+     * committed inside the index with its rows (one fsync instead of
+     * three) and written out to its file later, when the store is idle
+     * (store.c explains).  Readers see no difference.  Off: every blob is
+     * a durable file before its rows commit. */
+    bool stage_small;
 } StoreConfig;
 
 /**

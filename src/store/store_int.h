@@ -70,6 +70,8 @@ int store__blob_quarantine(StoreBlobs *b, const char *name, AgError *err);
 /* Absolute path of a blob into out. */
 int store__blob_path(const StoreBlobs *b, const char *name, char *out,
                      size_t cap, AgError *err);
+/* Checksum and size of bytes in memory, as a blob of them would have. */
+void store__blob_hash_buffer(const uint8_t *p, size_t n, StoreBlobInfo *info);
 /* Checksum and size of a stored blob. */
 int store__blob_hash(StoreBlobs *b, const char *name, StoreBlobInfo *info,
                      AgError *err);
@@ -120,6 +122,10 @@ typedef struct StoreIndexInsert {
     const char *metadata_json;     /* instance's DICOM JSON, or NULL */
     size_t metadata_len;
     const StoreSource *source;
+    /* The blob's bytes when it is staged in the index (no file yet), or
+     * NULL: kept with the rows, in the same transaction. */
+    const uint8_t *staged;
+    size_t staged_len;
 } StoreIndexInsert;
 
 typedef struct StoreIndexOps {
@@ -160,6 +166,22 @@ typedef struct StoreIndexOps {
                           void *ctx, AgError *err);
     int (*has_blob)(StoreIndex *ix, const char *blob, bool *out,
                     AgError *err);
+    /* Staged blobs (store.c): small blobs kept in the index until their
+     * files are written.  get appends the bytes of name to out
+     * (AG_ERR_NOTFOUND: not staged); list calls fn for up to max, oldest
+     * first (fn != 0 stops); count sums them; drop, in the writer's
+     * transaction, forgets name and says whether an instance row still
+     * names it. */
+    int (*staged_get)(StoreIndex *ix, const char *name, AgBuf *out,
+                      AgError *err);
+    int (*staged_list)(StoreIndex *ix, uint32_t max,
+                       int (*fn)(void *ctx, const char *name,
+                                 const uint8_t *data, size_t len),
+                       void *ctx, AgError *err);
+    int (*staged_count)(StoreIndex *ix, uint64_t *n, uint64_t *bytes,
+                        AgError *err);
+    int (*staged_drop)(StoreIndex *ix, const char *name, bool *indexed,
+                       AgError *err);
     /* Run a read-only SELECT with text parameters; fn gets each row. */
     int (*select)(StoreIndex *ix, const char *sql,
                   const char *const *params, int nparams,
@@ -220,6 +242,12 @@ const char *store__compress_ts(Store *s);   /* NULL: store as received */
 StoreSettings *store__settings(Store *s);
 StoreBlobs *store__blobs(Store *s);
 StoreIndex *store__index(Store *s);
+/* A blob for reading, from its file or, while it is staged in the index,
+ * from a memfd holding its bytes.  AG_ERR_NOTFOUND when it is neither. */
+int store__blob_fd(Store *s, const char *name, int *fd, AgError *err);
+/* store__blob_hash of a blob wherever it is (file or staged). */
+int store__blob_hash_any(Store *s, const char *name, StoreBlobInfo *info,
+                         AgError *err);
 /* Index a blob already in place (check --repair); AG_ERR_EXISTS when its
  * SOP Instance UID is indexed with another blob. */
 int store__reindex_blob(Store *s, const char *name, AgError *err);

@@ -2,6 +2,7 @@
 client written here over a raw socket (DCMTK has no commitment SCU)."""
 import io
 import os
+import time
 import socket
 import struct
 
@@ -163,7 +164,14 @@ def test_commit_reports_missing_and_wrong_class(srv):
 
 def test_corrupted_blob_is_not_committed(srv):
     s, data, d = srv
-    blobs = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(data, "blobs")) for f in fs]
+    # a small blob is staged in the index first, written out once idle
+    deadline = time.time() + 10
+    while True:
+        blobs = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(data, "blobs"))
+                 for f in fs if not f.endswith(".tmp")]
+        if blobs or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert len(blobs) == 1
     os.chmod(blobs[0], 0o600)
     with open(blobs[0], "r+b") as fh:

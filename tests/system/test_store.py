@@ -858,7 +858,7 @@ def big_instance(path, uid, rows=1100, cols=1100):
     return path
 
 
-def cstore_server(tmp_path, name, fault=None):
+def cstore_server(tmp_path, name, fault=None, *extra):
     from test_dimse import Server
     data = str(tmp_path / name)
     st_run("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
@@ -866,7 +866,7 @@ def cstore_server(tmp_path, name, fault=None):
     env.pop("AGORA_FAULT", None)
     if fault is not None:
         env["AGORA_FAULT"] = fault
-    return Server(data, env=env)
+    return Server(data, *extra, env=env)
 
 
 def storescu(srv, *files):
@@ -909,17 +909,21 @@ def test_cstore_small_in_memory_and_large_spooled(tmp_path):
 @pytest.mark.parametrize("fault,which", [
     ("blob.write:2", "small"), ("blob.fsync:2", "small"),
     ("blob.dirsync:2", "small"), ("index.commit:2", "small"),
+    ("index.commit:2", "staged"),
     ("spool.write:1", "big"), ("blob.rename:1", "big"),
     ("blob.fsync:1", "big")])
 def test_cstore_fault_refuses_that_instance_only(tmp_path, fault, which):
     """An I/O failure while storing answers that C-STORE with a failure
     status (A700) and leaves nothing behind, in memory or spooled; the
-    association goes on with the next instance."""
+    association goes on with the next instance.  "small": each blob
+    written to its file before the commit (--no-staging); "staged": small
+    blobs committed inside the index (the default)."""
     import pydicom
     small = [p for p, _, _ in make_instances(tmp_path / "cs", 4, "310")]
-    files = small if which == "small" else \
+    files = small if which in ("small", "staged") else \
         [big_instance(tmp_path / "big.dcm", f"{UID_ROOT}.311.1")] + small
-    srv = cstore_server(tmp_path, "D", fault=fault)
+    extra = ("--no-staging",) if which == "small" else ()
+    srv = cstore_server(tmp_path, "D", fault, *extra)
     try:
         r = storescu(srv, *files)
     finally:
@@ -929,7 +933,7 @@ def test_cstore_fault_refuses_that_instance_only(tmp_path, fault, which):
     assert "failed (a700)" in log, log[-2000:]   # Refused: Out of Resources
     uids = [pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID
             for p in files]
-    failed = uids[1] if which == "small" else uids[0]
+    failed = uids[0] if which == "big" else uids[1]
     assert ls_uids(srv.data) == set(uids) - {failed}
     assert tmp_leftovers(srv.data) == []
     assert_check_clean(srv.data, len(uids) - 1)

@@ -1852,6 +1852,142 @@ static void test_fault_during_replace_keeps_original(void **state)
     }
 }
 
+
+/* ---- staging: small blobs committed inside the index ------------------ */
+
+static void open_staging(StoreDupPolicy policy, const char *idle_ms)
+{
+    setenv("AGORA_SPILL_IDLE_MS", idle_ms, 1);   /* read by store_open */
+    StoreConfig cfg = {.data_dir = data_dir, .dup_policy = policy,
+                       .stage_small = true};
+    ag_error_clear(&err);
+    int rc = store_open(&cfg, &store, &err);
+    unsetenv("AGORA_SPILL_IDLE_MS");
+    if (rc != AG_OK) {
+        fail_msg("store_open %s: %s", data_dir, err.msg);
+    }
+}
+
+static int count_cb(void *ctx, int ncol, const char *const *vals)
+{
+    (void)ncol;
+    *(long *)ctx = vals[0] != NULL ? atol(vals[0]) : 0;
+    return 0;
+}
+
+static long staged_rows(void)
+{
+    long n = -1;
+    ag_error_clear(&err);
+    if (store_sql_select(store, "SELECT count(*) FROM staged_blobs", NULL, 0,
+                         count_cb, &n, &err) != AG_OK) {
+        fail_msg("staged rows: %s", err.msg);
+    }
+    return n;
+}
+
+/* What store_instance_open serves of sop_uid equals the bytes of sp. */
+static void assert_serves(const Spec *sp)
+{
+    StoreInstance in;
+    ag_error_clear(&err);
+    if (store_instance_open(store, sp->sop_uid, &in, &err) != AG_OK) {
+        fail_msg("open %s: %s", sp->sop_uid, err.msg);
+    }
+    AgBuf want;
+    build(sp, &want);
+    assert_int_equal(in.size, want.len);
+    uint8_t *got = malloc(want.len);
+    assert_int_equal(pread(in.fd, got, want.len, 0), (ssize_t)want.len);
+    assert_memory_equal(got, want.data, want.len);
+    free(got);
+    close(in.fd);
+    ag_buf_deinit(&want);
+    assert_int_equal(store_instance_verify(store, sp->sop_uid, NULL, &err),
+                     AG_OK);
+}
+
+static void test_staged_blobs_until_spilled(void **state)
+{
+    (void)state;
+    open_staging(STORE_DUP_KEEP_FIRST, "600000");   /* never idle enough */
+    populate();
+    /* One at a time, so every blob was staged: no file yet, and every
+     * instance served, verified and checked from the index. */
+    assert_disk(0);
+    assert_int_equal(staged_rows(), 9);
+    Spec a = spec(1, 10, 100, 1);
+    assert_serves(&a);
+    StoreCheckReport r;
+    check(false, &r);
+    assert_int_equal(r.instances_checked, 9);
+    assert_int_equal(r.missing_blobs + r.bad_checksums + r.orphan_blobs, 0);
+    /* A duplicate stages nothing; a delete takes the staged copy along. */
+    ingest_ok(&a, STORE_DUPLICATE);
+    uint64_t n = 0;
+    assert_int_equal(store_delete(store, STORE_LEVEL_INSTANCE, a.sop_uid, &n,
+                                  &err), AG_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(staged_rows(), 8);
+    /* Closing writes everything out: plain files, nothing staged. */
+    reopen_store(STORE_DUP_KEEP_FIRST);
+    assert_disk(8);
+    assert_int_equal(staged_rows(), 0);
+    assert_check_clean(8);
+    Spec b = spec(2, 20, 200, 1);
+    b.patient_name = "Roe^Jane";
+    assert_serves(&b);
+    assert_consistent();
+}
+
+static void test_staged_blobs_spilled_when_idle(void **state)
+{
+    (void)state;
+    open_staging(STORE_DUP_KEEP_FIRST, "20");
+    Spec sp[3];
+    for (int i = 0; i < 3; i++) {
+        sp[i] = spec(3, 30, 300, i);
+        ingest_ok(&sp[i], STORE_STORED);
+    }
+    for (int t = 0; t < 500 && staged_rows() != 0; t++) {
+        usleep(10000);
+    }
+    assert_int_equal(staged_rows(), 0);
+    assert_disk(3);
+    for (int i = 0; i < 3; i++) {
+        assert_serves(&sp[i]);
+    }
+    assert_check_clean(3);
+}
+
+static void test_staged_blob_replaced(void **state)
+{
+    (void)state;
+    open_staging(STORE_DUP_REPLACE, "600000");
+    Spec a = spec(4, 40, 400, 0);
+    ingest_ok(&a, STORE_STORED);
+    a.fill = 0x5a;   /* same UIDs, other bytes */
+    ingest_ok(&a, STORE_REPLACED);
+    assert_int_equal(staged_rows(), 1);
+    assert_serves(&a);
+    reopen_store(STORE_DUP_REPLACE);
+    assert_disk(1);
+    assert_serves(&a);
+    assert_check_clean(1);
+}
+
+static void test_large_blobs_never_staged(void **state)
+{
+    (void)state;
+    open_staging(STORE_DUP_KEEP_FIRST, "600000");
+    Spec a = spec(5, 50, 500, 0);
+    a.pixel_bytes = 100 << 10;   /* over the staging limit (64 KiB) */
+    ingest_ok(&a, STORE_STORED);
+    assert_int_equal(staged_rows(), 0);
+    assert_disk(1);
+    assert_serves(&a);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--fault-child") == 0) {
@@ -1868,6 +2004,10 @@ int main(int argc, char **argv)
 #define D(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown)
     const struct CMUnitTest tests[] = {
         K(test_store_then_list_every_level),
+        D(test_staged_blobs_until_spilled),
+        D(test_staged_blobs_spilled_when_idle),
+        D(test_staged_blob_replaced),
+        D(test_large_blobs_never_staged),
         K(test_list_filters_refused_and_bound),
         K(test_duplicate_keep_first),
         R(test_duplicate_replace),
