@@ -283,6 +283,15 @@ static const char *const SQL[Q_NSTMT] = {
 };
 
 #define READERS 8
+/* Prepared statements kept per reader connection: parsing and planning
+ * are most of the cost of a small query (an instance looked up at every
+ * store, a C-FIND or QIDO-RS asked again). */
+#define STMT_CACHE 32
+
+typedef struct CachedStmt {
+    char *sql;                  /* owned copy of the text: the key */
+    sqlite3_stmt *st;
+} CachedStmt;
 
 /*
  * Readers: a small pool of connections, so that a query whose caller is
@@ -298,6 +307,8 @@ typedef struct SqliteIndex {
     pthread_cond_t rfree;
     sqlite3 *readers[READERS];
     bool busy[READERS];
+    CachedStmt cache[READERS][STMT_CACHE];   /* per reader; its user's */
+    unsigned cache_next[READERS];            /* round-robin eviction */
     sqlite3_stmt *stmt[Q_NSTMT];
 } SqliteIndex;
 
@@ -404,6 +415,52 @@ static void reader_put(SqliteIndex *x, sqlite3 *db)
     pthread_mutex_unlock(&x->rlock);
 }
 
+/*
+ * sql prepared on reader rd, from rd's cache (prepared and kept when
+ * missing).  Release with cached_done, never finalize.  NULL on a
+ * preparation error (rd's error message says why).
+ */
+static sqlite3_stmt *cached_prepare(SqliteIndex *x, sqlite3 *rd,
+                                    const char *sql)
+{
+    int r = 0;
+    while (r < READERS && x->readers[r] != rd) {
+        r++;
+    }
+    if (r == READERS) {
+        return NULL;
+    }
+    CachedStmt *c = x->cache[r];
+    for (int i = 0; i < STMT_CACHE; i++) {
+        if (c[i].sql != NULL && strcmp(c[i].sql, sql) == 0) {
+            return c[i].st;
+        }
+    }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v3(rd, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                           NULL) != SQLITE_OK) {
+        return NULL;
+    }
+    char *copy = ag_malloc(strlen(sql) + 1);
+    if (copy == NULL) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    strcpy(copy, sql);
+    CachedStmt *e = &c[x->cache_next[r]++ % STMT_CACHE];
+    sqlite3_finalize(e->st);
+    ag_free(e->sql);
+    e->sql = copy;
+    e->st = st;
+    return st;
+}
+
+static void cached_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
 /* ---- open / migrate ------------------------------------------------------ */
 
 static int open_conn(const char *path, bool read_only, sqlite3 **out,
@@ -489,6 +546,10 @@ static void sq_close(StoreIndex *ix)
         sqlite3_finalize(x->stmt[i]);
     }
     for (int i = 0; i < READERS; i++) {
+        for (int k = 0; k < STMT_CACHE; k++) {
+            sqlite3_finalize(x->cache[i][k].st);
+            ag_free(x->cache[i][k].sql);
+        }
         sqlite3_close(x->readers[i]);
     }
     sqlite3_close(x->w);
@@ -1484,9 +1545,9 @@ static int sq_select(StoreIndex *ix, const char *sql,
 {
     SqliteIndex *x = (SqliteIndex *)ix;
     sqlite3 *rd = reader_get(x);
-    sqlite3_stmt *st;
     int rc = AG_OK;
-    if (sqlite3_prepare_v2(rd, sql, -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_stmt *st = cached_prepare(x, rd, sql);
+    if (st == NULL) {
         rc = db_error(rd, err, "query");
         reader_put(x, rd);
         return rc;
@@ -1511,7 +1572,7 @@ static int sq_select(StoreIndex *ix, const char *sql,
     if (s != SQLITE_ROW && s != SQLITE_DONE) {
         rc = db_error(rd, err, "query");
     }
-    sqlite3_finalize(st);
+    cached_done(st);
     reader_put(x, rd);
     return rc;
 }

@@ -1988,6 +1988,27 @@ static void test_large_blobs_never_staged(void **state)
     assert_serves(&a);
 }
 
+/* Readers keep prepared statements (index_sqlite.c): more distinct
+ * queries than the cache holds, each asked twice, all answer right. */
+static void test_many_distinct_queries(void **state)
+{
+    (void)state;
+    populate();
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 100; i++) {
+            char sql[96];
+            ag_fmt(sql, sizeof sql, "SELECT %d + count(*) FROM instances"
+                   " WHERE sop_class_uid = ?1", i);
+            const char *params[1] = {CT_CLASS};
+            long n = -1;
+            ag_error_clear(&err);
+            assert_int_equal(store_sql_select(store, sql, params, 1,
+                                              count_cb, &n, &err), AG_OK);
+            assert_int_equal(n, i + 6);   /* populate: 6 CT instances */
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--fault-child") == 0) {
@@ -2008,6 +2029,7 @@ int main(int argc, char **argv)
         D(test_staged_blobs_spilled_when_idle),
         D(test_staged_blob_replaced),
         D(test_large_blobs_never_staged),
+        K(test_many_distinct_queries),
         K(test_list_filters_refused_and_bound),
         K(test_duplicate_keep_first),
         R(test_duplicate_replace),
