@@ -894,6 +894,25 @@ static void *spill_main(void *arg)
     return NULL;
 }
 
+static int remove_file(void *ctx, const char *name, const uint8_t *data,
+                       size_t len)
+{
+    (void)data;
+    (void)len;
+    store__blob_discard(ctx, name);
+    return 0;
+}
+
+/* At open: no file of an interrupted spill shadows a staged blob. */
+static void unstage_files(Store *s)
+{
+    AgError e;
+    if (s->index->ops->staged_list(s->index, UINT32_MAX, remove_file,
+                                   s->blobs, &e) != AG_OK) {
+        ag_log(AG_LOG_WARN, "store", "staged blobs: %s", e.msg);
+    }
+}
+
 /* ---- reading blobs, wherever they are ------------------------------------ */
 
 /* Staged bytes of name in a memfd, at offset 0. */
@@ -1059,13 +1078,21 @@ int store_open(const StoreConfig *cfg, Store **out, AgError *err)
             s->settler_started = true;
         }
     }
-    if (rc == AG_OK && !cfg->read_only) {
-        /* Blobs left staged by an earlier run go out when idle. */
+    if (rc == AG_OK && !cfg->read_only && cfg->stage_small) {
+        /* The one process that stages (agora serve) is the one that
+         * spills: two spillers could each take the other's files for
+         * their own.  Blobs left staged by an earlier run go out when
+         * idle; a file an interrupted spill left under a staged name may
+         * be torn, and the staged copy is the blob until it is dropped. */
         AgError ce;
         if (s->index->ops->staged_count(s->index, &s->staged_n,
                                         &s->staged_bytes, &ce) != AG_OK) {
             ag_log(AG_LOG_WARN, "store", "staged blobs: %s", ce.msg);
         }
+        if (s->staged_n > 0) {
+            unstage_files(s);
+        }
+        s->last_ingest_ms = now_ms();   /* idle from now on */
         if (pthread_create(&s->spiller, NULL, spill_main, s) != 0) {
             rc = ag_error_set(err, AG_ERR_NOMEM, "cannot start spill "
                               "thread");

@@ -77,8 +77,10 @@ typedef struct StoreConfig {
     /* Staging: with few instances in flight, a blob of up to 64 KiB is
      * committed inside the index with its rows (one fsync instead of
      * three) and written out to its file later, when the store is idle
-     * (store.c explains).  Readers see no difference.  Off: every blob is
-     * a durable file before its rows commit. */
+     * (store.c explains).  Readers see no difference.  Only the process
+     * that stages writes staged blobs out (one agora serve per data
+     * folder); others read them where they are.  Off: every blob is a
+     * durable file before its rows commit. */
     bool stage_small;
 } StoreConfig;
 

@@ -12,29 +12,12 @@ import time
 import pydicom
 import requests
 
+from test_dicomweb import series_files
 from test_dimse import SAMPLES, Server, agora, dcmtk, free_port, ls_instances
 
 STUDY = "1.2.826.0.1.3680043.10.1447.99.91"
 HOLD = {**os.environ, "AGORA_ADMIN_PASSWORD": "admin-password-1",
         "AGORA_SPILL_IDLE_MS": "600000"}
-
-
-def series(tmp_path, n):
-    """n small instances of one series (CT_small, 39 KB each)."""
-    base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
-    folder = tmp_path / "src"
-    folder.mkdir()
-    files = []
-    for i in range(n):
-        base.StudyInstanceUID = STUDY
-        base.SeriesInstanceUID = STUDY + ".1"
-        base.SOPInstanceUID = f"{STUDY}.1.{i + 1}"
-        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
-        base.InstanceNumber = i + 1
-        p = folder / f"{i + 1}.dcm"
-        base.save_as(str(p), write_like_original=False)
-        files.append(str(p))
-    return files
 
 
 def blob_files(data):
@@ -59,7 +42,7 @@ def store(srv, files):
 
 
 def test_staged_instances_are_served_and_survive_kill(tmp_path):
-    files = series(tmp_path, 12)
+    files = series_files(tmp_path, STUDY, 12)   # CT_small copies, 39 KB each
     data = str(tmp_path / "data")
     http = free_port()
     srv = Server(data, "--accept-unknown-ae", "--http-port", str(http), env=HOLD)
@@ -91,9 +74,24 @@ def test_staged_instances_are_served_and_survive_kill(tmp_path):
     srv.stop(signal.SIGKILL)
     assert staged(data) == 12
     assert ls_instances(data) == {f"{STUDY}.1.{i + 1}" for i in range(12)}
-    # the next open writes them out (here: check's, when it closes)
+    # other commands read them where they are, and leave them there
     c = agora("check", "--data", data)
-    assert c.returncode == 0, c.stdout + c.stderr
+    assert c.returncode == 0 and "12" in c.stdout, c.stdout + c.stderr
+    assert staged(data) == 12
+    # an interrupted write-out may have left a torn file under a staged
+    # name: the next serve drops it, then writes the staged copy out
+    name = sqlite3.connect(f"file:{data}/index.sqlite?mode=ro", uri=True).execute(
+        "SELECT name FROM staged_blobs LIMIT 1").fetchone()[0]
+    torn = os.path.join(data, "blobs", name)
+    os.makedirs(os.path.dirname(torn), exist_ok=True)
+    with open(torn, "wb") as fh:
+        fh.write(b"torn")
+    srv = Server(data, "--accept-unknown-ae", env=HOLD)
+    try:
+        assert not os.path.exists(torn)
+        assert staged(data) == 12
+    finally:
+        assert srv.stop() == 0     # a clean stop writes everything out
     assert staged(data) == 0
     assert blob_files(data) == 12
     c = agora("check", "--data", data)
@@ -103,7 +101,7 @@ def test_staged_instances_are_served_and_survive_kill(tmp_path):
 def test_written_out_when_idle_and_after_a_failed_write(tmp_path):
     """The first write-out fails (fault point blob.spill): the staged
     copies stay, the instances stay readable, and the retry writes them."""
-    files = series(tmp_path, 6)
+    files = series_files(tmp_path, STUDY, 6)
     data = str(tmp_path / "data")
     http = free_port()
     env = {**HOLD, "AGORA_SPILL_IDLE_MS": "50", "AGORA_FAULT": "blob.spill:1"}
