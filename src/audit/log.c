@@ -34,10 +34,29 @@ typedef struct QNode {
     char data[];
 } QNode;
 
+/* The writer's statements: one batch runs all of them, and a batch is
+ * often one record (a store folded per study, an association), so they
+ * are prepared once rather than parsed per batch. */
+enum { W_BEGIN, W_COMMIT, W_ROLLBACK, W_HEAD_READ, W_HEAD_WRITE, W_INSERT,
+       W_NSTMT };
+
+static const char *const WSQL[W_NSTMT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_HEAD_READ] = "SELECT seq, time, hash, mac FROM head WHERE id = 1",
+    [W_HEAD_WRITE] = "INSERT OR REPLACE INTO head (id, seq, time, hash, mac)"
+                     " VALUES (1, ?1, ?2, ?3, ?4)",
+    [W_INSERT] = "INSERT INTO events (" AUDIT_ROW_COLUMNS ") VALUES (?1, ?2,"
+                 " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+                 " ?16)",
+};
+
 struct AuditLog {
     uint8_t key[AUDIT_KEY_BYTES];
     char *data_dir;
     sqlite3 *wdb;               /* writer thread only */
+    sqlite3_stmt *wst[W_NSTMT]; /* wdb's statements, prepared at first use */
     sqlite3 *rdb;               /* searches, under rlock */
     pthread_mutex_t rlock;
 
@@ -245,14 +264,46 @@ static int db_err(sqlite3 *db, const char *what, char *msg, size_t cap)
     return AG_ERR_IO;
 }
 
+/* Writer statement q, reset and unbound; NULL (message in msg) if it
+ * cannot be prepared. */
+static sqlite3_stmt *wstmt(AuditLog *log, int q, char *msg, size_t cap)
+{
+    sqlite3_stmt *st = log->wst[q];
+    if (st == NULL) {
+        if (sqlite3_prepare_v3(log->wdb, WSQL[q], -1,
+                               SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+            SQLITE_OK) {
+            db_err(log->wdb, WSQL[q], msg, cap);
+            return NULL;
+        }
+        log->wst[q] = st;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return st;
+}
+
+/* Run writer statement q (BEGIN, COMMIT, ROLLBACK). */
+static int wexec(AuditLog *log, int q, char *msg, size_t cap)
+{
+    sqlite3_stmt *st = wstmt(log, q, msg, cap);
+    if (st == NULL) {
+        return AG_ERR_IO;
+    }
+    int rc = sqlite3_step(st) == SQLITE_DONE
+                 ? AG_OK
+                 : db_err(log->wdb, WSQL[q], msg, cap);
+    sqlite3_reset(st);
+    return rc;
+}
+
 /* The head as stored (MAC checked), or the empty chain. */
 static int head_read(AuditLog *log, Head *h, char *msg, size_t cap)
 {
     memset(h, 0, sizeof *h);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(log->wdb, "SELECT seq, time, hash, mac FROM head"
-                           " WHERE id = 1", -1, &st, NULL) != SQLITE_OK) {
-        return db_err(log->wdb, "read head", msg, cap);
+    sqlite3_stmt *st = wstmt(log, W_HEAD_READ, msg, cap);
+    if (st == NULL) {
+        return AG_ERR_IO;
     }
     int step = sqlite3_step(st), rc = AG_OK;
     if (step == SQLITE_ROW) {
@@ -275,7 +326,7 @@ static int head_read(AuditLog *log, Head *h, char *msg, size_t cap)
     } else if (step != SQLITE_DONE) {
         rc = db_err(log->wdb, "read head", msg, cap);
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
@@ -286,11 +337,9 @@ static int head_write(AuditLog *log, const Head *h, char *msg, size_t cap)
     char hash_hex[AUDIT_HASH_HEX], mac_hex[AUDIT_HASH_HEX];
     audit__hex(h->hash, AUDIT_HASH_BYTES, hash_hex);
     audit__hex(mac, AUDIT_HASH_BYTES, mac_hex);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(log->wdb, "INSERT OR REPLACE INTO head (id, seq,"
-                           " time, hash, mac) VALUES (1, ?1, ?2, ?3, ?4)", -1,
-                           &st, NULL) != SQLITE_OK) {
-        return db_err(log->wdb, "write head", msg, cap);
+    sqlite3_stmt *st = wstmt(log, W_HEAD_WRITE, msg, cap);
+    if (st == NULL) {
+        return AG_ERR_IO;
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64)h->seq);
     sqlite3_bind_text(st, 2, h->time, -1, SQLITE_STATIC);
@@ -299,7 +348,7 @@ static int head_write(AuditLog *log, const Head *h, char *msg, size_t cap)
     int rc = sqlite3_step(st) == SQLITE_DONE
                  ? AG_OK
                  : db_err(log->wdb, "write head", msg, cap);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
@@ -346,19 +395,15 @@ static int commit_batch(AuditLog *log, QNode *first, size_t n, char *msg,
         snprintf(msg, cap, "audit.db: injected fault (audit.commit)");
         return AG_ERR_IO;
     }
-    if (sqlite3_exec(log->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-        SQLITE_OK) {
-        return db_err(log->wdb, "begin", msg, cap);
+    int rc = wexec(log, W_BEGIN, msg, cap);
+    if (rc != AG_OK) {
+        return rc;
     }
     Head h;
-    int rc = head_read(log, &h, msg, cap);
+    rc = head_read(log, &h, msg, cap);
     sqlite3_stmt *st = NULL;
-    if (rc == AG_OK &&
-        sqlite3_prepare_v2(log->wdb, "INSERT INTO events (" AUDIT_ROW_COLUMNS
-                           ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                           " ?10, ?11, ?12, ?13, ?14, ?15, ?16)", -1, &st,
-                           NULL) != SQLITE_OK) {
-        rc = db_err(log->wdb, "prepare insert", msg, cap);
+    if (rc == AG_OK && (st = wstmt(log, W_INSERT, msg, cap)) == NULL) {
+        rc = AG_ERR_IO;
     }
     QNode *q = first;
     for (size_t i = 0; rc == AG_OK && i < n; i++, q = q->next) {
@@ -376,16 +421,20 @@ static int commit_batch(AuditLog *log, QNode *first, size_t n, char *msg,
         memcpy(h.time, r.time, sizeof h.time);
         memcpy(h.hash, r.hash, sizeof h.hash);
     }
-    sqlite3_finalize(st);
+    if (st != NULL) {
+        sqlite3_reset(st);
+    }
     if (rc == AG_OK) {
         rc = head_write(log, &h, msg, cap);
     }
-    if (rc == AG_OK &&
-        sqlite3_exec(log->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = db_err(log->wdb, "commit", msg, cap);
+    if (rc == AG_OK) {
+        rc = wexec(log, W_COMMIT, msg, cap);
     }
     if (rc != AG_OK) {
-        sqlite3_exec(log->wdb, "ROLLBACK", NULL, NULL, NULL);
+        if (!sqlite3_get_autocommit(log->wdb)) {
+            char ignored[64];
+            wexec(log, W_ROLLBACK, ignored, sizeof ignored);
+        }
         return rc;
     }
     *last_seq = h.seq;
@@ -670,6 +719,9 @@ void audit_close(AuditLog *log)
         free_batch(log->head);
     }
     audit__exporter_stop(log->exporter, 2000);
+    for (int i = 0; i < W_NSTMT; i++) {
+        sqlite3_finalize(log->wst[i]);
+    }
     sqlite3_close(log->wdb);
     sqlite3_close(log->rdb);
     pthread_mutex_destroy(&log->lock);

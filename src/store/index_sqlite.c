@@ -183,6 +183,7 @@ enum {
     Q_INSERT_STAGED,
     Q_DROP_STAGED,
     Q_BLOB_INDEXED,
+    Q_TRASH_LIST,
     Q_BEGIN,
     Q_COMMIT,
     Q_ROLLBACK,
@@ -287,6 +288,7 @@ static const char *const SQL[Q_NSTMT] = {
     [Q_BLOB_INDEXED] = "SELECT 1 FROM instances WHERE blob = ?1",
     /* Per batch: with one instance in flight, a batch is one instance, and
      * parsing these every time showed in profiles. */
+    [Q_TRASH_LIST] = "SELECT blob FROM trash",
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
@@ -1090,18 +1092,15 @@ static int sq_trash_list(StoreIndex *ix, int (*fn)(void *, const char *),
                          void *ctx, AgError *err)
 {
     SqliteIndex *x = (SqliteIndex *)ix;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(x->w, "SELECT blob FROM trash", -1, &st, NULL) !=
-        SQLITE_OK) {
-        return db_error(x->w, err, "trash");
-    }
+    sqlite3_stmt *st = stmt(x, Q_TRASH_LIST);   /* after every batch */
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (fn(ctx, (const char *)sqlite3_column_text(st, 0)) != 0) {
             break;
         }
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    (void)err;
     return AG_OK;
 }
 
