@@ -291,46 +291,100 @@ void svc__audit(SvcAssoc *sa, AuditEvent *ev)
     audit_record(s->cfg.audit, ev, NULL);
 }
 
-static void flush_tally(SvcAssoc *sa, int i)
+static void flush_tally(SvcAssoc *sa, const SvcTally *t)
 {
     char detail[96];
     ag_fmt(detail, sizeof detail, "C-STORE: %u stored, %u failed",
-           sa->tally[i].stored, sa->tally[i].failed);
+           t->stored, t->failed);
     AuditEvent ev = {.event = AUDIT_INSTANCES_TRANSFERRED, .action = 'C',
-                     .outcome = sa->tally[i].stored == 0
-                                    ? AUDIT_SERIOUS_FAILURE
-                                : sa->tally[i].failed > 0
-                                    ? AUDIT_MINOR_FAILURE
-                                    : AUDIT_SUCCESS,
-                     .study_uid = sa->tally[i].study[0] ? sa->tally[i].study
-                                                        : NULL,
-                     .count = sa->tally[i].stored, .detail = detail};
+                     .outcome = t->stored == 0 ? AUDIT_SERIOUS_FAILURE
+                                : t->failed > 0 ? AUDIT_MINOR_FAILURE
+                                                : AUDIT_SUCCESS,
+                     .study_uid = t->study[0] ? t->study : NULL,
+                     .count = t->stored, .detail = detail};
     svc__audit(sa, &ev);
+}
+
+/* FNV-1a: cheap, and enough to tell study UIDs apart before strcmp. */
+static uint32_t study_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s != '\0'; s++) {
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    }
+    return h;
+}
+
+static int tally_find(const SvcAssoc *sa, const char *study, uint32_t h)
+{
+    int last = sa->tally_last;
+    if (last < sa->ntally && sa->tally[last].hash == h &&
+        strcmp(sa->tally[last].study, study) == 0) {
+        return last;
+    }
+    for (int i = 0; i < sa->ntally; i++) {
+        if (sa->tally[i].hash == h && strcmp(sa->tally[i].study, study) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* A new entry for study: at the end, growing the table, or (full) after
+ * recording and dropping the oldest.  -1 if out of memory. */
+static int tally_add(SvcAssoc *sa, const char *study, uint32_t h)
+{
+    if (sa->ntally == SVC_TALLY_MAX) {
+        flush_tally(sa, &sa->tally[0]);
+        memmove(&sa->tally[0], &sa->tally[1],
+                (size_t)(sa->ntally - 1) * sizeof sa->tally[0]);
+        sa->ntally--;
+    }
+    if (sa->ntally == sa->tally_cap) {
+        int cap = sa->tally_cap ? sa->tally_cap * 2 : 16;
+        SvcTally *t = ag_realloc(sa->tally, (size_t)cap * sizeof *t);
+        if (t == NULL) {
+            return -1;
+        }
+        sa->tally = t;
+        sa->tally_cap = cap;
+    }
+    SvcTally *t = &sa->tally[sa->ntally];
+    memset(t, 0, sizeof *t);
+    t->hash = h;
+    ag_fmt(t->study, sizeof t->study, "%s", study);
+    return sa->ntally++;
 }
 
 void svc__audit_store(SvcAssoc *sa, const char *study, bool ok)
 {
-    int i = 0;
-    while (i < sa->ntally && strcmp(sa->tally[i].study, study) != 0) {
-        i++;
+    uint32_t h = study_hash(study);
+    int i = tally_find(sa, study, h);
+    if (i < 0 && (i = tally_add(sa, study, h)) < 0) {
+        /* No memory for the tally: record this one on its own. */
+        SvcTally one = {.hash = h, .stored = ok, .failed = !ok};
+        ag_fmt(one.study, sizeof one.study, "%s", study);
+        flush_tally(sa, &one);
+        return;
     }
-    if (i == sa->ntally) {
-        if (sa->ntally == (int)(sizeof sa->tally / sizeof sa->tally[0])) {
-            flush_tally(sa, 0);
-            memmove(&sa->tally[0], &sa->tally[1],
-                    (size_t)(sa->ntally - 1) * sizeof sa->tally[0]);
-            sa->ntally--;
-            i = sa->ntally;
-        }
-        memset(&sa->tally[i], 0, sizeof sa->tally[i]);
-        ag_fmt(sa->tally[i].study, sizeof sa->tally[i].study, "%s", study);
-        sa->ntally++;
-    }
+    sa->tally_last = i;
     if (ok) {
         sa->tally[i].stored++;
     } else {
         sa->tally[i].failed++;
     }
+}
+
+void svc__audit_store_flush(SvcAssoc *sa)
+{
+    for (int i = 0; i < sa->ntally; i++) {
+        flush_tally(sa, &sa->tally[i]);
+    }
+    sa->ntally = 0;
+    sa->tally_last = 0;
+    ag_free(sa->tally);
+    sa->tally = NULL;
+    sa->tally_cap = 0;
 }
 
 char *svc__keys_text(const DicomDataset *id, AgArena *a)
@@ -548,10 +602,7 @@ static void serve_assoc(SvcAssoc *sa)
         }
     }
 done:
-    for (int i = 0; i < sa->ntally; i++) {
-        flush_tally(sa, i);
-    }
-    sa->ntally = 0;
+    svc__audit_store_flush(sa);
     net_assoc_free(sa->assoc);
     net_tls_end(sa->tls);
     ag_free(rq);

@@ -9,6 +9,13 @@
 
 #include <pthread.h>
 
+/* One study's C-STOREs on an association. */
+typedef struct SvcTally {
+    uint32_t hash;              /* of study, to skip most comparisons */
+    uint32_t stored, failed;
+    char study[65];
+} SvcTally;
+
 /* One association being served. */
 typedef struct SvcAssoc {
     struct SvcServer *server;
@@ -24,18 +31,24 @@ typedef struct SvcAssoc {
     AccessPrincipal who;
     char called_ae[17];
     /* Instances stored on this association, per study: one audit record
-     * each (Instances Transferred) when the association ends. */
-    struct {
-        char study[65];
-        uint32_t stored, failed;
-    } tally[16];
-    int ntally;
+     * each (Instances Transferred) when the association ends (or, past
+     * SVC_TALLY_MAX studies, when the oldest makes room). */
+    struct SvcTally *tally;     /* heap, ntally used of tally_cap */
+    int ntally, tally_cap;
+    int tally_last;             /* the entry hit last: the usual next hit */
 } SvcAssoc;
+
+/* Studies counted at once per association.  A modality sends one study at
+ * a time; a migration may send hundreds interleaved, each of which should
+ * still get one record rather than one per switch of study. */
+#define SVC_TALLY_MAX 4096
 
 /* Audit (PS3.15 A.5): fill who/where from the association and record. */
 void svc__audit(SvcAssoc *sa, AuditEvent *ev);
 /* Count one C-STORE for the association's per-study record. */
 void svc__audit_store(SvcAssoc *sa, const char *study, bool ok);
+/* Record every study counted so far and forget them. */
+void svc__audit_store_flush(SvcAssoc *sa);
 /* "PatientID=X StudyDate=Y ..." of the non-empty keys, for Query records. */
 char *svc__keys_text(const DicomDataset *id, AgArena *a);
 

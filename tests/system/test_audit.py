@@ -22,7 +22,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from test_dimse import AGORA, Server, free_port
+from test_dicomweb import series_files
+from test_dimse import AGORA, Server, dcmtk, free_port
 
 BOM = b"\xef\xbb\xbf"
 
@@ -290,6 +291,30 @@ def test_listing_is_audited(tmp_path):
     assert "--user nobody" in used[0]["detail"]
     assert len(rows(data)) == before + 2
     assert verify(data).returncode == 0
+
+
+def test_one_store_record_per_study_per_association(tmp_path):
+    """C-STOREs are recorded per study per association (PS3.15 A.5.3.2,
+    Instances Transferred), also when a peer interleaves many studies:
+    40 studies sent round-robin in one association give 40 records with
+    their counts, not one per change of study."""
+    data = str(tmp_path / "d")
+    root = "1.2.826.0.1.3680043.10.1447.99.88."
+    by_study = [series_files(tmp_path, root + str(k), 3) for k in range(40)]
+    order = [files[i] for i in range(3) for files in by_study]
+    srv = Server(data, "--accept-unknown-ae")
+    try:
+        r = dcmtk("storescu", "-aet", "MIGRATE", "-aec", "AGORA",
+                  "127.0.0.1", str(srv.port), *order, timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert srv.stop() == 0
+    stores = [x for x in audit_json(data, "--user", "MIGRATE")
+              if x["event"] == 110104 and x["action"] == "C"]
+    assert sorted(x["study_uid"] for x in stores) == \
+        sorted(root + str(k) for k in range(40))
+    assert {x["count"] for x in stores} == {3}
+    assert all(x["outcome"] == 0 for x in stores)
 
 
 def test_list_while_serving(tmp_path):
