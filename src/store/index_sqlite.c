@@ -187,8 +187,6 @@ enum {
     Q_BEGIN,
     Q_COMMIT,
     Q_ROLLBACK,
-    Q_SYNC_FULL,
-    Q_SYNC_NORMAL,
     Q_NSTMT
 };
 
@@ -292,8 +290,6 @@ static const char *const SQL[Q_NSTMT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
-    [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
-    [Q_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
 };
 
 #define READERS 8
@@ -647,7 +643,11 @@ static int sq_commit(StoreIndex *ix, AgError *err)
  * store makes the WAL durable with its syncfs before acknowledging. */
 static int sq_set_commit_sync(StoreIndex *ix, bool on, AgError *err)
 {
-    return tx((SqliteIndex *)ix, on ? Q_SYNC_FULL : Q_SYNC_NORMAL, err);
+    /* Never a kept statement: SQLite applies this pragma when it is
+     * prepared, not when it is stepped again. */
+    return exec(((SqliteIndex *)ix)->w, on ? "PRAGMA synchronous=FULL"
+                                           : "PRAGMA synchronous=NORMAL",
+                err);
 }
 
 static void sq_rollback(StoreIndex *ix)

@@ -1,0 +1,88 @@
+"""What is acknowledged has been flushed (SECURITY.md: never a lost
+acknowledged instance).  A crash test cannot tell a flushed write from one
+still in the page cache (the kernel survives kill -9), so this test watches
+the flushes themselves: `agora serve` runs under strace, instances are sent
+one association at a time (one commit each, no group commit to share a
+flush), and every store must be followed by an fdatasync of the index's
+WAL before storescu gets its answer — for staged small instances (bytes
+inside the index) and large ones (their blob file fdatasynced first)."""
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from test_dicomweb import series_files
+from test_dimse import Server, dcmtk
+
+
+def can_strace():
+    try:
+        r = subprocess.run(["strace", "-f", "-o", "/dev/null", "true"],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not can_strace(),
+                                reason="strace cannot trace here (ptrace refused)")
+
+
+def big_files(tmp_path, study, n):
+    """n instances of ~300 KB: never staged (STAGE_MAX is 64 KiB)."""
+    import pydicom
+    out = []
+    for i, f in enumerate(series_files(tmp_path, study, n)):
+        d = pydicom.dcmread(f)
+        d.Rows, d.Columns = 384, 384
+        d.PixelData = bytes((i + k) % 251 for k in range(384 * 384 * 2))
+        d.save_as(f, write_like_original=False)
+        out.append(f)
+    return out
+
+
+def flushes(trace):
+    """[(path, time)] of every fdatasync/fsync in the strace -y -tt output."""
+    out = []
+    pat = re.compile(r"^\d+\s+(\S+) f(?:data)?sync\(\d+<([^>]*)>\)\s+= 0")
+    with open(trace) as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                out.append((m.group(2), m.group(1)))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["staged", "large"])
+def test_every_acknowledged_store_is_flushed(tmp_path, kind):
+    data = str(tmp_path / "d")
+    study = "1.2.826.0.1.3680043.10.1447.99.91.%d" % (kind == "large")
+    files = (series_files(tmp_path, study, 3) if kind == "staged"
+             else big_files(tmp_path, study, 3))
+    srv = Server(data, "--accept-unknown-ae")
+    trace = str(tmp_path / "strace.out")
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-y", "-tt", "-e", "trace=fdatasync,fsync",
+         "-o", trace, "-p", str(srv.proc.pid)],
+        stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)        # attached to every thread
+        for f in files:        # one association, one commit each
+            r = dcmtk("storescu", "-aet", "ONE", "-aec", "AGORA",
+                      "127.0.0.1", str(srv.port), f)
+            assert r.returncode == 0, r.stderr
+        time.sleep(0.5)
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+        assert srv.stop() == 0
+    got = flushes(trace)
+    wal = [p for p, _ in got if p.endswith("index.sqlite-wal")]
+    blobs = [p for p, _ in got if "/blobs/" in p and p.endswith(".tmp")]
+    assert len(wal) >= len(files), got
+    if kind == "large":
+        assert len(blobs) >= len(files), got
+    else:
+        assert blobs == [], got      # staged: no file of its own yet
