@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ struct StoreBlobs {
     char root[AG_PATH_MAX];      /* DIR/blobs */
     char tmp[AG_PATH_MAX];       /* DIR/tmp */
     int root_fd;                 /* DIR/blobs, for syncfs(2) */
+    int lock_fd;                 /* DIR/store.lock, flock()ed shared */
 };
 
 static int mkdir_p(const char *path, AgError *err)
@@ -84,9 +86,9 @@ static bool is_tmp_name(const char *n)
     return len > 4 && strcmp(n + len - 4, ".tmp") == 0;
 }
 
-/* Remove "*.tmp" leftovers from DIR/blobs/ab/ and make the 256 fan-out
- * directories, so that the store path never creates one. */
-static int prepare_fanout(const char *root, AgError *err)
+/* Make the 256 fan-out directories, so that the store path never creates
+ * one; with clean, also remove "*.tmp" leftovers from them. */
+static int prepare_fanout(const char *root, bool clean, AgError *err)
 {
     bool created = false;
     for (int i = 0; i < 256; i++) {
@@ -99,7 +101,7 @@ static int prepare_fanout(const char *root, AgError *err)
         if (errno != EEXIST) {
             return ag_error_errno(err, AG_ERR_IO, "mkdir %s", p);
         }
-        DIR *d = opendir(p);
+        DIR *d = clean ? opendir(p) : NULL;
         struct dirent *c;
         while (d != NULL && (c = readdir(d)) != NULL) {
             if (is_tmp_name(c->d_name)) {
@@ -113,6 +115,39 @@ static int prepare_fanout(const char *root, AgError *err)
     return created ? fsync_dir(root, err) : AG_OK;
 }
 
+/*
+ * Every process with the store open for writing holds a shared flock on
+ * DIR/store.lock until it closes.  Leftovers of a crash (spools in DIR/tmp,
+ * "*.tmp" blobs) are removed only by a process that gets the lock
+ * exclusively, i.e. when no other process has the store open: a command
+ * run beside `agora serve` (agora node add, agora import) must never take
+ * the files the server is writing.  *alone says whether this one cleans.
+ */
+static int lock_store(StoreBlobs *b, const char *data_dir, bool *alone,
+                      AgError *err)
+{
+    char p[AG_PATH_MAX];
+    ag_fmt(p, sizeof p, "%s/store.lock", data_dir);
+    b->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (b->lock_fd < 0) {
+        return ag_error_errno(err, AG_ERR_IO, "open %s", p);
+    }
+    *alone = flock(b->lock_fd, LOCK_EX | LOCK_NB) == 0;
+    return AG_OK;
+}
+
+/* From exclusive (cleaning done) or nothing to shared, waiting for a
+ * process that is cleaning to finish. */
+static int share_store(StoreBlobs *b, AgError *err)
+{
+    while (flock(b->lock_fd, LOCK_SH) != 0) {
+        if (errno != EINTR) {
+            return ag_error_errno(err, AG_ERR_IO, "flock store.lock");
+        }
+    }
+    return AG_OK;
+}
+
 int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
 {
     if (sodium_init() < 0) {
@@ -123,6 +158,7 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
         return ag_error_set(err, AG_ERR_NOMEM, "blobs: out of memory");
     }
     b->root_fd = -1;
+    b->lock_fd = -1;
     if (strlen(data_dir) > AG_PATH_MAX - STORE_BLOB_NAME_MAX - 32 ||
         ag_fmt(b->root, sizeof b->root, "%s/blobs", data_dir) != AG_OK ||
         ag_fmt(b->tmp, sizeof b->tmp, "%s/tmp", data_dir) != AG_OK) {
@@ -140,11 +176,20 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
             rc = ag_error_errno(err, AG_ERR_IO, "open %s", b->root);
         }
     }
+    bool alone = false;
+    if (rc == AG_OK) {
+        rc = lock_store(b, data_dir, &alone, err);
+    }
     if (rc == AG_OK) {
         /* Reconcile at start (SECURITY.md rule 4): nothing half-written
-         * survives a crash. */
-        empty_dir(b->tmp);
-        rc = prepare_fanout(b->root, err);
+         * survives a crash — when no other process is writing. */
+        if (alone) {
+            empty_dir(b->tmp);
+        }
+        rc = prepare_fanout(b->root, alone, err);
+    }
+    if (rc == AG_OK) {
+        rc = share_store(b, err);
     }
     if (rc != AG_OK) {
         store__blobs_close(b);
@@ -161,6 +206,9 @@ void store__blobs_close(StoreBlobs *b)
     }
     if (b->root_fd >= 0) {
         close(b->root_fd);
+    }
+    if (b->lock_fd >= 0) {
+        close(b->lock_fd);   /* drops the flock */
     }
     ag_free(b);
 }

@@ -1,5 +1,5 @@
-"""What is acknowledged has been flushed (SECURITY.md: never a lost
-acknowledged instance).  A crash test cannot tell a flushed write from one
+"""What is acknowledged has been flushed, and what is in flight is never
+taken (SECURITY.md: never a lost acknowledged instance).  A crash test cannot tell a flushed write from one
 still in the page cache (the kernel survives kill -9), so this test watches
 the flushes themselves: `agora serve` runs under strace, instances are sent
 one association at a time (one commit each, no group commit to share a
@@ -26,8 +26,8 @@ def can_strace():
     return r.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not can_strace(),
-                                reason="strace cannot trace here (ptrace refused)")
+needs_strace = pytest.mark.skipif(
+    not can_strace(), reason="strace cannot trace here (ptrace refused)")
 
 
 def big_files(tmp_path, study, n):
@@ -55,6 +55,7 @@ def flushes(trace):
     return out
 
 
+@needs_strace
 @pytest.mark.parametrize("kind", ["staged", "large"])
 def test_every_acknowledged_store_is_flushed(tmp_path, kind):
     data = str(tmp_path / "d")
@@ -86,3 +87,25 @@ def test_every_acknowledged_store_is_flushed(tmp_path, kind):
         assert len(blobs) >= len(files), got
     else:
         assert blobs == [], got      # staged: no file of its own yet
+
+
+def test_a_command_beside_the_server_leaves_its_files(tmp_path):
+    """A start cleans up what a crash left half-written (spools in D/tmp,
+    "*.tmp" blobs) — but only when no other process has the store open:
+    `agora node add` run while `agora serve` writes must not take the
+    files the server is writing.  Alone, the next command cleans them."""
+    from test_dimse import agora
+    data = str(tmp_path / "d")
+    srv = Server(data)
+    try:
+        spool = os.path.join(data, "tmp", "spool-in-flight")
+        blob = os.path.join(data, "blobs", "ab", "ab00-in-flight.tmp")
+        for p in (spool, blob):
+            with open(p, "wb") as f:
+                f.write(b"being written")
+        agora("node", "--data", data, "add", "BESIDE", "127.0.0.1", "104")
+        assert os.path.exists(spool) and os.path.exists(blob)
+    finally:
+        assert srv.stop() == 0
+    agora("node", "--data", data, "list")
+    assert not os.path.exists(spool) and not os.path.exists(blob)
