@@ -439,6 +439,7 @@ static bool can_transcode(const char *from, const char *to)
 typedef struct InstChoice {
     char ts[65];          /* "" = as stored: the blob's bytes, no parse */
     bool dflt;            /* the default syntax, not one the client named */
+    bool single;          /* bare application/dicom: one part, no multipart */
 } InstChoice;
 
 /*
@@ -463,6 +464,7 @@ static bool choose_instance_ts(const WebAccept *acc, const char *stored,
             continue;
         }
         memset(out, 0, sizeof *out);
+        out->single = strcmp(m->type, "application/dicom") == 0;
         if (strcmp(m->ts, "*") == 0) {
             return true;
         }
@@ -583,6 +585,7 @@ typedef struct Wado {
     char head[256];
     size_t head_len, head_pos;
     bool finished;
+    char sent[65];        /* the current part's transfer syntax */
 } Wado;
 
 static void wado_free(void *cls)
@@ -636,6 +639,7 @@ static int wado_open_part(Wado *w, AgError *err)
         w->open = true;
         w->pos = 0;
     }
+    ag_fmt(w->sent, sizeof w->sent, "%s", sent);
     w->head_len = (size_t)snprintf(w->head, sizeof w->head,
                                    "--" BOUNDARY "\r\nContent-Type: "
                                    "application/dicom; transfer-syntax="
@@ -721,6 +725,35 @@ static ssize_t wado_read(void *cls, uint64_t off, char *buf, size_t max)
     return (ssize_t)put;
 }
 
+/*
+ * One instance asked for as bare application/dicom: a single-part body
+ * (PS3.18 §8.7, single-part payloads, from Supplement 183; dicomweb-client
+ * and cloud archives ask for it).  As stored, the blob's descriptor goes to libmicrohttpd, which sends
+ * it with sendfile(2) when no TLS is in the way; transcoded, the instance
+ * is in memory already.  Takes w.
+ */
+static enum MHD_Result wado_single(WebRequest *r, Wado *w)
+{
+    struct MHD_Response *resp;
+    if (w->in_mem) {
+        resp = MHD_create_response_from_buffer(w->mem.len, w->mem.data,
+                                               MHD_RESPMEM_MUST_COPY);
+    } else {
+        resp = MHD_create_response_from_fd64(w->cur.size, w->cur.fd);
+        if (resp != NULL) {
+            w->open = false;   /* the response closes the descriptor */
+        }
+    }
+    char ct[128];
+    ag_fmt(ct, sizeof ct, "application/dicom; transfer-syntax=%s", w->sent);
+    wado_free(w);
+    if (resp == NULL) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", ct);
+    return web__send_response(r, 200, resp);
+}
+
 static enum MHD_Result wado(WebRequest *r, const char *study,
                             const char *series, const char *instance)
 {
@@ -789,6 +822,9 @@ static enum MHD_Result wado(WebRequest *r, const char *study,
         return rc == AG_ERR_IO || rc == AG_ERR_NOMEM
             ? web__json_error(r, 500, "retrieval failed", err.msg)
             : web__json_error(r, 406, "not acceptable", err.msg);
+    }
+    if (instance != NULL && w->n == 1 && w->parts[0].c.single) {
+        return wado_single(r, w);
     }
     struct MHD_Response *resp = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, 256 * 1024, wado_read, w, wado_free);

@@ -415,6 +415,65 @@ def test_default_is_explicit_vr_little_endian(archive, tmp_path):
                     same_pixels(a, b, False)
 
 
+def test_single_part_instance(archive):
+    """Accept: application/dicom without multipart, for one instance: a
+    single-part body (PS3.18 §8.7, single-part payloads) — the stored
+    bytes with transfer-syntax=*, Explicit VR Little Endian by default
+    (lossy as stored).  A study asked for the same way is still multipart:
+    it has more than one instance."""
+    for item in archive.items.values():
+        r = requests.get(item.url(archive.base), timeout=60, headers={
+            "Accept": "application/dicom; transfer-syntax=*"})
+        assert r.status_code == 200, (item.name, r.text)
+        assert r.headers["Content-Type"] == \
+            f"application/dicom; transfer-syntax={item.ts}", item.name
+        assert r.content == open(item.path, "rb").read(), item.name
+        r = requests.get(item.url(archive.base), timeout=60,
+                         headers={"Accept": "application/dicom"})
+        assert r.status_code == 200, (item.name, r.text)
+        want = item.ts if item.lossy else ELE
+        assert r.headers["Content-Type"] == \
+            f"application/dicom; transfer-syntax={want}", item.name
+        got = pydicom.dcmread(io.BytesIO(r.content))
+        assert got.file_meta.TransferSyntaxUID == want
+        same_attributes(pydicom.dcmread(item.path), got)
+    studies = {}
+    for item in archive.items.values():
+        studies.setdefault(item.study, []).append(item)
+    study, members = max(studies.items(), key=lambda kv: len(kv[1]))
+    r = requests.get(f"{archive.base}/dicom-web/studies/{study}", timeout=120,
+                     headers={"Accept": "application/dicom; transfer-syntax=*"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("multipart/related")
+    assert len(parts(r)) == len(members)
+
+
+def test_single_part_is_sent_with_sendfile(archive, tmp_path):
+    """An instance sent as stored in one part goes out with sendfile(2):
+    the blob's pages are never copied through the server's memory."""
+    import time
+    from test_durability import can_strace
+    if not can_strace():
+        pytest.skip("strace cannot trace here (ptrace refused)")
+    item = next(iter(archive.items.values()))
+    trace = str(tmp_path / "strace.out")
+    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=sendfile",
+                               "-o", trace, "-p", str(archive.proc.pid)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        r = requests.get(item.url(archive.base), timeout=60, headers={
+            "Accept": "application/dicom; transfer-syntax=*"})
+        time.sleep(0.3)
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    assert r.status_code == 200 and r.content == open(item.path, "rb").read()
+    sent = [int(m.group(1)) for m in re.finditer(
+        r"sendfile.*\) = (\d+)", open(trace).read())]
+    assert sum(sent) == len(r.content), sent
+
+
 TARGETS = [ELE, RLE, JLS, J2K]
 
 
