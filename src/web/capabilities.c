@@ -179,6 +179,23 @@ static const char *const RETRIEVE_MEDIA[] = {MP_DICOM, NULL};
 #define RETRIEVE(ident) (&(const CapMethod){"GET", ident, NULL, \
     {RETRIEVE_PARAMS, NULL}, NULL, "200", RETRIEVE_MEDIA, WADO_ERRORS})
 
+/* One instance may also come as a single part (dicomweb.c wado_single). */
+static const char *const INSTANCE_ACCEPT[] = {
+    MP_DICOM,
+    "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+    "application/dicom",
+    "application/dicom; transfer-syntax=*",
+    NULL,
+};
+static const CapParam INSTANCE_PARAMS[] = {
+    {"Accept", "header", "xsd:string", MP_DICOM, INSTANCE_ACCEPT, 0,
+     "As for a study or series; application/dicom (no multipart) sends the "
+     "instance as a single part (PS3.18 §8.7)"},
+    {0},
+};
+static const char *const INSTANCE_MEDIA[] = {MP_DICOM, "application/dicom",
+                                             NULL};
+
 static const CapParam METADATA_PARAMS[] = {
     {"Accept", "header", "xsd:string", "application/dicom+json", QIDO_MEDIA,
      0, NULL},
@@ -295,7 +312,9 @@ static const CapResource RESOURCES[] = {
     {P_SERIES "/instances", {SEARCH("SearchForStudySeriesInstances",
                                   PATIENT_KEYS, STUDY_KEYS, SERIES_KEYS,
                                   INSTANCE_KEYS)}},
-    {P_INSTANCE, {RETRIEVE("RetrieveInstance")}},
+    {P_INSTANCE, {&(const CapMethod){"GET", "RetrieveInstance", NULL,
+                  {INSTANCE_PARAMS, NULL}, NULL, "200", INSTANCE_MEDIA,
+                  WADO_ERRORS}}},
     {P_INSTANCE "/metadata", {METADATA("RetrieveInstanceMetadata")}},
     {P_INSTANCE "/rendered", {RENDERED("RetrieveRenderedInstance")}},
     {P_INSTANCE "/thumbnail", {THUMBNAIL("RetrieveInstanceThumbnail")}},
@@ -450,7 +469,7 @@ static json_t *param(Tree *t, const CapParam *cp)
     for (const char *const *o = cp->options; o != NULL && *o != NULL; o++) {
         option(t, p, *o);
     }
-    if (cp->options == DICOM_ACCEPT) {
+    if (cp->options == DICOM_ACCEPT || cp->options == INSTANCE_ACCEPT) {
         producible_syntaxes(t, p);
     }
     return p;

@@ -141,6 +141,12 @@ def test_wadl_without_credentials(site):
     ok = search.find(NS + "response[@status='200']")
     assert [x.get("mediaType") for x in ok.findall(NS + "representation")] == \
         ["application/dicom+json"]
+    # one instance may also come as a single part
+    inst = next(m for _, p, r in res for m in r.findall(NS + "method")
+                if m.get("id") == "RetrieveInstance")
+    ok = inst.find(NS + "response[@status='200']")
+    assert [x.get("mediaType") for x in ok.findall(NS + "representation")] == \
+        ['multipart/related; type="application/dicom"', "application/dicom"]
     # STOW-RS takes both multipart forms
     stow = next(m for _, p, r in res if p == "studies"
                 for m in r.findall(NS + "method") if m.get("name") == "POST")
