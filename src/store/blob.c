@@ -6,6 +6,11 @@
  * the old one stays valid until the index commit says otherwise); paths are
  * never built from data (SECURITY.md rule 2).
  *
+ * Temporary files live in DIR/tmp/ (name.tmp), never in the fan-out
+ * directories: a crash's leftovers are found by emptying that one folder at
+ * open, not by reading every directory of blobs (millions of entries in a
+ * large archive).  The rename into place stays on one file system.
+ *
  * A blob is put in one of two ways (StoreSync, chosen by store.c):
  *   published  name.tmp written, fdatasynced, renamed to name; the caller
  *              fsyncs the directory (once per group commit, not per blob);
@@ -79,7 +84,8 @@ static void empty_dir(const char *path)
     closedir(d);
 }
 
-/* Temporary blob files are "name.tmp" beside the final name. */
+/* "name.tmp": a temporary blob (in DIR/tmp; in the fan-out directories
+ * only as left by versions before DIR/tmp held them). */
 static bool is_tmp_name(const char *n)
 {
     size_t len = strlen(n);
@@ -87,8 +93,8 @@ static bool is_tmp_name(const char *n)
 }
 
 /* Make the 256 fan-out directories, so that the store path never creates
- * one; with clean, also remove "*.tmp" leftovers from them. */
-static int prepare_fanout(const char *root, bool clean, AgError *err)
+ * one. */
+static int prepare_fanout(const char *root, AgError *err)
 {
     bool created = false;
     for (int i = 0; i < 256; i++) {
@@ -96,20 +102,8 @@ static int prepare_fanout(const char *root, bool clean, AgError *err)
         ag_fmt(p, sizeof p, "%s/%02x", root, i);
         if (mkdir(p, 0750) == 0) {
             created = true;
-            continue;
-        }
-        if (errno != EEXIST) {
+        } else if (errno != EEXIST) {
             return ag_error_errno(err, AG_ERR_IO, "mkdir %s", p);
-        }
-        DIR *d = clean ? opendir(p) : NULL;
-        struct dirent *c;
-        while (d != NULL && (c = readdir(d)) != NULL) {
-            if (is_tmp_name(c->d_name)) {
-                unlinkat(dirfd(d), c->d_name, 0);
-            }
-        }
-        if (d != NULL) {
-            closedir(d);
         }
     }
     return created ? fsync_dir(root, err) : AG_OK;
@@ -117,8 +111,8 @@ static int prepare_fanout(const char *root, bool clean, AgError *err)
 
 /*
  * Every process with the store open for writing holds a shared flock on
- * DIR/store.lock until it closes.  Leftovers of a crash (spools in DIR/tmp,
- * "*.tmp" blobs) are removed only by a process that gets the lock
+ * DIR/store.lock until it closes.  Leftovers of a crash (spools and
+ * "*.tmp" blobs in DIR/tmp) are removed only by a process that gets the lock
  * exclusively, i.e. when no other process has the store open: a command
  * run beside `agora serve` (agora node add, agora import) must never take
  * the files the server is writing.  *alone says whether this one cleans.
@@ -186,7 +180,7 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
         if (alone) {
             empty_dir(b->tmp);
         }
-        rc = prepare_fanout(b->root, alone, err);
+        rc = prepare_fanout(b->root, err);
     }
     if (rc == AG_OK) {
         rc = share_store(b, err);
@@ -253,7 +247,7 @@ static int make_parent(StoreBlobs *b, const char *name, AgError *err)
                            : ag_error_errno(err, AG_ERR_IO, "mkdir %s", p);
 }
 
-/* A temporary file beside the final name, written then committed. */
+/* A temporary file in DIR/tmp, written then renamed to its final name. */
 typedef struct Tmp {
     char tmp[AG_PATH_MAX];
     char final[AG_PATH_MAX];
@@ -268,7 +262,11 @@ static int tmp_paths(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
     t->size = 0;
     int rc = store__blob_path(b, name, t->final, sizeof t->final, err);
     if (rc == AG_OK) {
-        ag_fmt(t->tmp, sizeof t->tmp, "%s.tmp", t->final);
+        const char *base = strrchr(name, '/');   /* "ab/" + base */
+        base = base != NULL ? base + 1 : name;
+        rc = ag_fmt(t->tmp, sizeof t->tmp, "%s/%s.tmp", b->tmp, base) == AG_OK
+                 ? AG_OK
+                 : ag_error_set(err, AG_ERR_INVALID, "blob path too long");
     }
     return rc;
 }
@@ -279,16 +277,16 @@ static int tmp_open(StoreBlobs *b, const char *name, Tmp *t, AgError *err)
     if (rc != AG_OK) {
         return rc;
     }
-    /* 0440: stored blobs are never executable (SECURITY.md rule 9).  The
-     * fan-out directory exists (made at open); only if it went missing is
-     * it made again, so the common case costs one system call. */
+    /* The fan-out directory was made at open; should it have gone missing,
+     * it is made again here, as the rename into it comes later.  0440:
+     * stored blobs are never executable (SECURITY.md rule 9). */
+    rc = make_parent(b, name, err);
+    if (rc != AG_OK) {
+        return rc;
+    }
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
     t->fd = open(t->tmp, flags, 0440);
-    if (t->fd < 0 && errno == ENOENT) {
-        rc = make_parent(b, name, err);
-        if (rc != AG_OK) {
-            return rc;
-        }
+    if (t->fd < 0 && errno == ENOENT && mkdir_p(b->tmp, err) == AG_OK) {
         t->fd = open(t->tmp, flags, 0440);
     }
     if (t->fd < 0) {
