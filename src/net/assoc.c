@@ -62,6 +62,17 @@ static long plain_read(void *ctx, void *buf, size_t n)
     }
 }
 
+static long plain_read_nowait(void *ctx, void *buf, size_t n)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+        if (r >= 0 || errno != EINTR) {
+            return (long)r;
+        }
+    }
+}
+
 static long plain_write(void *ctx, const void *buf, size_t n)
 {
     int fd = *(int *)ctx;
@@ -157,6 +168,7 @@ void net_transport_plain(NetTransport *t, int fd)
     t->pending = NULL;
     t->write_more = plain_write_more;
     t->send_file = plain_send_file;
+    t->read_nowait = plain_read_nowait;
     t->ctx = &t->fd;
 }
 
@@ -193,22 +205,32 @@ static int read_full(NetAssoc *a, uint8_t *buf, size_t n, int64_t deadline,
                      AgError *err)
 {
     size_t got = 0;
+    /* With read_nowait, wait only when nothing has arrived yet: a peer
+     * sending a data set keeps the socket full, and a poll before every
+     * read would double the system calls (and take the socket's wait-queue
+     * lock, contended with the sender's wake-ups). */
+    bool wait = a->t.read_nowait == NULL;
     while (got < n) {
-        int rc = wait_fd(a, POLLIN, deadline, err);
-        if (rc != AG_OK) {
-            return rc;
+        if (wait) {
+            int rc = wait_fd(a, POLLIN, deadline, err);
+            if (rc != AG_OK) {
+                return rc;
+            }
         }
-        long r = a->t.read(a->t.ctx, buf + got, n - got);
+        long r = wait ? a->t.read(a->t.ctx, buf + got, n - got)
+                      : a->t.read_nowait(a->t.ctx, buf + got, n - got);
         if (r == 0) {
             return ag_error_set(err, AG_ERR_EOF, "peer closed the connection");
         }
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                wait = true;
                 continue;
             }
             return ag_error_errno(err, AG_ERR_IO, "receive");
         }
         got += (size_t)r;
+        wait = a->t.read_nowait == NULL;
     }
     return AG_OK;
 }

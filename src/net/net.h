@@ -279,6 +279,10 @@ typedef struct NetTransport {
      * space (sendfile(2)); both return like write. */
     long (*write_more)(void *ctx, const void *buf, size_t n);
     long (*send_file)(void *ctx, int in_fd, uint64_t *off, size_t n);
+    /* Optional: read that never blocks (-1 with EAGAIN when nothing has
+     * arrived).  A reader tries it before waiting, so that bytes already
+     * there cost one system call instead of a poll and a read. */
+    long (*read_nowait)(void *ctx, void *buf, size_t n);
     void *ctx;
 } NetTransport;
 

@@ -236,6 +236,7 @@ int net_tls_start(NetTls *t, int fd, const char *server_name,
     tr->pending = tls_pending;
     tr->write_more = NULL;     /* every byte is encrypted: no sendfile */
     tr->send_file = NULL;
+    tr->read_nowait = NULL;   /* records: tls_read and pending know */
     tr->ctx = s;
     *out = s;
     return AG_OK;
