@@ -42,8 +42,9 @@
  * fdatasyncs and renames its own blob — in parallel, and cheaper than a
  * syncfs for one file — and up to CHEAP_SYNC_MAX renamed blobs get their
  * directories fsynced; batches under DEFER_MIN commit durably themselves.
- * With more (an import, many associations), blobs wait unsynced and one
- * syncfs per cycle serves them all.
+ * With more (many associations), and always for asynchronous callers
+ * (STOW-RS, agora import: streams that do not wait for each instance),
+ * blobs wait unsynced and one syncfs per cycle serves them all.
  */
 #define FEW_IN_FLIGHT 8
 #define CHEAP_SYNC_MAX 4
@@ -1327,26 +1328,6 @@ static uint64_t max_bytes(const Store *s)
     return mb << 20;
 }
 
-/* Is the writer to fdatasync and rename its blob itself (few in flight,
- * or STORE_SYNC_FILES), or to leave it pending for the settler's syncfs?
- * Recorded in the job. */
-static bool publish_now(Store *s, Job *j)
-{
-    pthread_mutex_lock(&s->lock);
-    j->published = s->cfg.sync == STORE_SYNC_FILES ||
-                   s->in_flight < FEW_IN_FLIGHT;
-    pthread_mutex_unlock(&s->lock);
-    return j->published;
-}
-
-/* Is the blob to be staged in the index (see STAGE_MAX)?  Small, and few
- * in flight: with many, the settler's syncfs serves them all anyway. */
-static bool stage_now(Store *s, Job *j, size_t len)
-{
-    return s->cfg.stage_small && len <= STAGE_MAX && s->spiller_started &&
-           publish_now(s, j);
-}
-
 /* One ingest request: who sent it and how the verdict goes back. */
 typedef struct Req {
     const StoreSource *src;
@@ -1356,6 +1337,42 @@ typedef struct Req {
     void *ctx;
     bool queued;               /* asynchronous: done will come later */
 } Req;
+
+/* Few instances in flight (or STORE_SYNC_FILES): flushing one's own blob
+ * costs less than waiting for the settler's syncfs. */
+static bool few_in_flight(Store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool few = s->cfg.sync == STORE_SYNC_FILES ||
+               s->in_flight < FEW_IN_FLIGHT;
+    pthread_mutex_unlock(&s->lock);
+    return few;
+}
+
+/*
+ * Is the writer to fdatasync and rename its blob itself, or to leave it
+ * pending for the settler's syncfs?  Recorded in the job.  An asynchronous
+ * caller (STOW-RS, agora import) is streaming: it goes on to its next
+ * instance without waiting, so its blobs are left to the settler even
+ * while few are in flight — flushing each in the caller's thread would
+ * keep the stream at one flush per instance, and few in flight for ever.
+ */
+static bool publish_now(Store *s, Job *j, const Req *q)
+{
+    j->published = s->cfg.sync == STORE_SYNC_FILES ||
+                   (q->done == NULL && few_in_flight(s));
+    return j->published;
+}
+
+/* Is the blob to be staged in the index (see STAGE_MAX)?  Small, and few
+ * in flight: with many, the settler's syncfs serves them all anyway.  A
+ * staged blob counts as published (its bytes are flushed with the rows). */
+static bool stage_now(Store *s, Job *j, size_t len)
+{
+    j->published = s->cfg.stage_small && len <= STAGE_MAX &&
+                   s->spiller_started && few_in_flight(s);
+    return j->published;
+}
 
 /* A new job in a: on the caller's stack (local) or, asynchronous, in the
  * arena it will live and die with. */
@@ -1492,13 +1509,13 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
     }
     if (rc == AG_OK && !done && spool != NULL) {
         rc = store__blob_put_rename(s->blobs, j->blob_name, spool, data, len,
-                                    publish_now(s, j), &j->blob, err);
+                                    publish_now(s, j, q), &j->blob, err);
         spool = NULL;   /* consumed either way */
     } else if (rc == AG_OK && !done && stage_now(s, j, len)) {
         rc = stage(j, a, data, len, q);
     } else if (rc == AG_OK && !done) {
         rc = store__blob_put_buffer(s->blobs, j->blob_name, data, len,
-                                    publish_now(s, j), &j->blob, err);
+                                    publish_now(s, j, q), &j->blob, err);
     }
     if (spool != NULL) {
         unlink(spool);
@@ -1540,14 +1557,14 @@ static int ingest_stream(Store *s, int fd, const char *path, bool take,
     }
     if (rc == AG_OK && !done && take) {
         rc = store__blob_put_rename(s->blobs, j->blob_name, path, NULL, 0,
-                                    publish_now(s, j), &j->blob, err);
+                                    publish_now(s, j, q), &j->blob, err);
         take = false;   /* consumed either way */
     } else if (rc == AG_OK && !done) {
         if (lseek(fd, 0, SEEK_SET) != 0) {
             rc = ag_error_errno(err, AG_ERR_IO, "seek %s", path);
         } else {
             rc = store__blob_put_fd(s->blobs, j->blob_name, fd, max_bytes(s),
-                                    publish_now(s, j), &j->blob, err);
+                                    publish_now(s, j, q), &j->blob, err);
         }
     }
     if (take) {

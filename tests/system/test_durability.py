@@ -14,7 +14,7 @@ import time
 import pytest
 
 from test_dicomweb import series_files
-from test_dimse import Server, dcmtk
+from test_dimse import Server, dcmtk, free_port
 
 
 def can_strace():
@@ -112,3 +112,91 @@ def test_a_command_beside_the_server_leaves_its_files(tmp_path):
         assert srv.stop() == 0
     agora("node", "--data", data, "list")
     assert not os.path.exists(spool) and not os.path.exists(blob)
+
+
+def trace_lines(trace):
+    """[(time, call, rest)] of every call started in strace -f -tt output."""
+    pat = re.compile(r"^\d+\s+(\d+):(\d+):([\d.]+) (\w+)\((.*)$")
+    out = []
+    with open(trace) as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 \
+                    + float(m.group(3))
+                out.append((t, m.group(4), m.group(5)))
+    return out
+
+
+@needs_strace
+def test_stow_answers_after_a_flush_of_its_blobs_and_rows(tmp_path):
+    """STOW-RS streams its parts into the store without waiting for each
+    (their flushes are shared: one syncfs serves many); the response still
+    comes only after flushes that started after each part's last byte was
+    written, after the last blob got its name and after the last row
+    reached the WAL."""
+    import requests
+    from test_dicomweb import multipart_body
+    data = str(tmp_path / "d")
+    study = "1.2.826.0.1.3680043.10.1447.99.92"
+    files = big_files(tmp_path, study, 12)
+    body, ct = multipart_body(files)
+    http = free_port()
+    srv = Server(data, "--http-port", str(http))
+    trace = str(tmp_path / "strace.out")
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-y", "-tt", "-s", "16", "-e",
+         "trace=fdatasync,fsync,syncfs,rename,pwrite64,sendto,sendmsg,"
+         "writev,write", "-o", trace, "-p", str(srv.proc.pid)],
+        stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        r = requests.post("http://127.0.0.1:%d/dicom-web/studies" % http,
+                          data=body, timeout=120,
+                          headers={"Content-Type": ct,
+                                   "Accept": "application/dicom+json"})
+        assert r.status_code == 200, r.text
+        time.sleep(0.5)
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+        assert srv.stop() == 0
+    calls = trace_lines(trace)
+    sent = [t for t, c, rest in calls
+            if c in ("sendto", "sendmsg", "writev", "write")
+            and "HTTP/1.1 200" in rest]
+    assert sent, "no response seen"
+    answered = sent[0]
+    blobs = os.path.join(data, "blobs") + "/"
+    named = [t for t, c, rest in calls
+             if c == "rename" and ', "' + blobs in rest and t < answered]
+    assert len(named) == len(files), named
+    wal = [t for t, c, rest in calls if c == "pwrite64"
+           and "index.sqlite-wal>" in rest and t < answered]
+    assert wal
+    last_name, last_row = max(named), max(wal)
+    names_flushed = [t for t, c, rest in calls if last_name < t < answered
+                     and (c == "syncfs" or (c == "fsync" and blobs in rest))]
+    rows_flushed = [t for t, c, rest in calls if last_row < t < answered
+                    and (c == "syncfs" or (c == "fdatasync" and
+                                           "index.sqlite-wal>" in rest))]
+    assert names_flushed, "the blobs' names were not flushed before the answer"
+    # Every file written in D/tmp (parts spooled there become the blobs)
+    # has its bytes flushed after its last write: by its own fdatasync or
+    # a syncfs.
+    spool = os.path.join(data, "tmp") + "/"
+    fd_path = re.compile(r"^\d+<([^>]*)>")
+    last_write = {}
+    for t, c, rest in calls:
+        m = fd_path.match(rest)
+        if c == "write" and m and m.group(1).startswith(spool) \
+                and t < answered:
+            last_write[m.group(1)] = t
+    assert len(last_write) >= len(files), last_write
+    syncfs = [t for t, c, _ in calls if c == "syncfs" and t < answered]
+    for path, w in last_write.items():
+        own = [t for t, c, rest in calls if c == "fdatasync"
+               and w < t < answered and "<%s>" % path in rest]
+        assert own or [t for t in syncfs if t > w], \
+            "%s was not flushed before the answer" % path
+    assert rows_flushed, "the rows were not flushed before the answer"
