@@ -335,6 +335,36 @@ def test_silent_peer_is_dropped(tmp_path):
         srv.stop()
 
 
+def test_trickling_peer_is_dropped(tmp_path):
+    """A slowloris peer: each byte of its association request comes before
+    any wait could time out, the whole never does.  The ARTIM timer bounds
+    the whole request, not each read."""
+    data = str(tmp_path / "s")
+    agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
+    srv = Server(data, "--artim-timeout", "1")
+    try:
+        rq = assoc_rq()
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            start = time.time()
+            closed = None
+            for b in rq:                 # ~60 s if the server waited
+                try:
+                    s.sendall(bytes([b]))
+                    s.settimeout(0.25)
+                    s.recv(64)       # an A-ABORT, or the close
+                    closed = time.time() - start
+                    break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed = time.time() - start
+                    break
+            assert closed is not None and closed < 5, closed
+        assert still_serves(srv.port)
+    finally:
+        srv.stop()
+
+
 def test_rejected_request_gets_associate_rj(known):
     with socket.create_connection(("127.0.0.1", known.port)) as s:
         s.sendall(assoc_rq(calling=b"NOBODY"))
