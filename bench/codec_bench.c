@@ -1,6 +1,6 @@
 /*
  * codec_bench.c — times Agora's pixel codecs frame by frame, without
- * process start or file I/O (bench/codecs.py drives it; see there).
+ * process start or file I/O (bench/codecs_bench.py drives it; see there).
  *
  *   codec_bench decode [--isolated] [--helpers N] [--reps N] FILE
  *   codec_bench encode --ts UID [--reps N] FILE
@@ -22,7 +22,7 @@
  * Its main() also answers `codec_bench codec-helper ...`: the pool starts
  * helpers by running its own executable again (codec.h).
  *
- * Build (bench/codecs.py does this): cc -O2 -I src bench/codec_bench.c
+ * Build (bench/codecs_bench.py does this): cc -O2 -I src bench/codec_bench.c
  *   build/libagora_codec.a build/libagora_dicom.a build/libagora_core.a
  *   $(pkg-config --libs libturbojpeg charls libopenjp2 spng libseccomp
  *   zlib jansson) -lm -lpthread

@@ -4,7 +4,7 @@ DCMTK's command-line codecs (GDCM's gdcmconv for JPEG 2000) on a synthetic
 512x512 16-bit CT series, and what decoding in the helper pool (codec.h,
 "Decoding at arm's length") costs per frame.
 
-    bench/codecs.py [--quick] [--reps N] [--frames N] [--build DIR]
+    bench/codecs_bench.py [--quick] [--reps N] [--frames N] [--build DIR]
                     [--write-results]
 
 Also run by bench/run after the server benchmark (its other options are
@@ -46,7 +46,7 @@ ROOT = os.path.dirname(BENCH)
 OUT = os.path.join(BENCH, "out")
 CORPUS = os.path.join(BENCH, "corpus", "codecs")
 RESULTS = os.path.join(BENCH, "RESULTS.md")
-BEGIN = "<!-- codecs:begin (bench/codecs.py --write-results) -->"
+BEGIN = "<!-- codecs:begin (bench/codecs_bench.py --write-results) -->"
 END = "<!-- codecs:end -->"
 
 ROWS = COLS = 512
