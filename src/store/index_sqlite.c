@@ -152,6 +152,10 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE staged_blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TRIGGER trash_drops_staged AFTER INSERT ON trash BEGIN"
     "  DELETE FROM staged_blobs WHERE name = NEW.blob; END;",
+    /* 6: jobs of the REST API (web/jobs.c), so that a restart neither
+     * forgets them nor drops a send half done: doc is the job as JSON;
+     * sops its SOP Instance UIDs, one per line, while it is active. */
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL, sops TEXT);",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

@@ -13,11 +13,18 @@
  * The instances are chosen when the job is created, by a query in the
  * requester's scope; the worker sends exactly those.  A job someone else
  * created answers 404 like one that does not exist (admins see all).
+ *
+ * Jobs are also kept in the index's jobs table (one row each: the job as
+ * JSON, and its instance list while it is active), so that a restart
+ * forgets none: at start the table is read back, and jobs that were
+ * queued, or running when the server stopped, are queued again; a send
+ * resumes after the instances it had already sent.
  */
 #include "web_int.h"
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +35,7 @@
 #define FAILED_LISTED 100      /* failed SOP Instance UIDs kept per job */
 #define SEND_MAX 100000        /* instances per job */
 #define QUERY_PAGE 10000       /* the index's hard cap per query */
+#define SAVE_EVERY 1           /* seconds between saves of a send's counts */
 
 typedef enum JobState {
     JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED,
@@ -55,6 +63,8 @@ typedef struct Job {
     /* the instances, while queued or running (heap; freed at the end) */
     char (*uids)[65];
     const char **sops;
+    size_t base_sent, base_failed;   /* counted before this run */
+    time_t saved;                    /* last save of the counts */
 } Job;
 
 struct WebJobs {
@@ -89,6 +99,11 @@ static void job_finish(Job *job, JobState state)
     job->sops = NULL;
 }
 
+static void job_save(WebJobs *j, Job *job);
+static void job_forget(WebJobs *j, int64_t id);
+static void load(WebJobs *j);
+static bool make_room(WebJobs *j);
+
 /* ---- workers ------------------------------------------------------------- */
 
 typedef struct Progress {
@@ -104,10 +119,13 @@ static bool progress(void *ctx, size_t sent, size_t failed,
     Progress *p = ctx;
     pthread_mutex_lock(&p->jobs->lock);
     Job *job = p->job;
-    job->sent = sent;
-    job->failed = failed;
+    job->sent = job->base_sent + sent;
+    job->failed = job->base_failed + failed;
     if (failed_uid != NULL && job->nfailed_uids < FAILED_LISTED) {
         ag_fmt(job->failed_uids[job->nfailed_uids++], 65, "%s", failed_uid);
+    }
+    if (time(NULL) - job->saved >= SAVE_EVERY) {
+        job_save(p->jobs, job);
     }
     bool go_on = !job->cancel && !p->jobs->stop;
     pthread_mutex_unlock(&p->jobs->lock);
@@ -125,22 +143,32 @@ static Job *next_queued(WebJobs *j)
 }
 
 /* Run one job (lock not held; the job is RUNNING, so nobody frees it or
- * its instance list meanwhile). */
+ * its instance list meanwhile).  A job resumed after a restart sends the
+ * instances after those it had already sent or failed. */
 static void run(WebJobs *j, Job *job)
 {
     AgError err;
     ag_error_clear(&err);
     Progress p = {.jobs = j, .job = job};
-    int rc = j->cfg->send(j->cfg->send_ctx, job->node, job->sops,
-                          job->total, progress, &p, &err);
+    size_t from = job->base_sent + job->base_failed;
+    int rc = j->cfg->send(j->cfg->send_ctx, job->node, job->sops + from,
+                          job->total - from, progress, &p, &err);
     pthread_mutex_lock(&j->lock);
     JobState st = JOB_DONE;
-    if (job->cancel || j->stop) {
+    if (j->stop && !job->cancel) {
+        /* Interrupted by a stop: queued again in the table, so that the
+         * next start resumes it. */
+        job->state = JOB_QUEUED;
+        job_save(j, job);
+        ag_log(AG_LOG_INFO, "jobs", "job %" PRId64 ": send to %s "
+               "interrupted by the stop after %zu of %zu; it resumes at "
+               "the next start", job->id, job->node,
+               job->sent + job->failed, job->total);
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    if (job->cancel) {
         st = JOB_CANCELLED;
-        if (job->cancelled_by[0] == '\0') {
-            ag_fmt(job->message, sizeof job->message, "cancelled: the "
-                   "server is stopping");
-        }
     } else if (rc != AG_OK) {
         st = JOB_FAILED;
         ag_fmt(job->message, sizeof job->message, "%s", err.msg);
@@ -151,6 +179,7 @@ static void run(WebJobs *j, Job *job)
                job->node);
     }
     job_finish(job, st);
+    job_save(j, job);
     ag_log(AG_LOG_INFO, "jobs", "job %" PRId64 ": send to %s %s: %zu sent, "
            "%zu failed of %zu", job->id, job->node, STATE_NAME[st],
            job->sent, job->failed, job->total);
@@ -170,7 +199,12 @@ static void *worker_main(void *arg)
             break;
         }
         job->state = JOB_RUNNING;
-        job->started = time(NULL);
+        if (job->started == 0) {
+            job->started = time(NULL);
+        }
+        job->base_sent = job->sent;
+        job->base_failed = job->failed;
+        job_save(j, job);
         pthread_mutex_unlock(&j->lock);
         run(j, job);
         pthread_mutex_lock(&j->lock);
@@ -189,6 +223,7 @@ int web__jobs_create(const WebConfig *cfg, WebJobs **out, AgError *err)
     j->next_id = 1;
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->cv, NULL);
+    load(j);
     for (int i = 0; cfg->send != NULL && i < JOB_WORKERS; i++) {
         if (pthread_create(&j->workers[i], NULL, worker_main, j) != 0) {
             web__jobs_destroy(j);
@@ -253,6 +288,7 @@ static bool make_room(WebJobs *j)
     }
     for (size_t i = 0; i < j->n; i++) {
         if (j->v[i]->state > JOB_RUNNING) {
+            job_forget(j, j->v[i]->id);
             job_free(j->v[i]);
             memmove(&j->v[i], &j->v[i + 1], (j->n - i - 1) * sizeof j->v[0]);
             j->n--;
@@ -337,6 +373,197 @@ static enum MHD_Result reply(WebRequest *r, unsigned status, json_t *j)
                                     strlen(s));
     free(s);
     return ret;
+}
+
+/* ---- the jobs table ------------------------------------------------------ */
+
+/* Save the job's row (lock held): the job as JSON with what only the
+ * server needs (who created it, the times as numbers) and, while it is
+ * active, its instances.  A failed save is logged: the job goes on. */
+static void job_save(WebJobs *j, Job *job)
+{
+    job->saved = time(NULL);
+    json_t *o = job_json(job);
+    json_t *in = json_pack("{s:i, s:I, s:b, s:[I, I, I]}",
+                           "access_kind", (int)job->kind,
+                           "user_id", (json_int_t)job->user_id,
+                           "cancel", job->cancel, "times",
+                           (json_int_t)job->created, (json_int_t)job->started,
+                           (json_int_t)job->finished);
+    char *doc = NULL;
+    if (o != NULL && in != NULL &&
+        json_object_set_new(o, "internal", json_incref(in)) == 0) {
+        doc = json_dumps(o, JSON_COMPACT);
+    }
+    json_decref(in);
+    json_decref(o);
+    char *sops = NULL;
+    if (job->state <= JOB_RUNNING && job->uids != NULL &&
+        (sops = ag_malloc(job->total * 65 + 1)) != NULL) {
+        size_t n = 0;
+        for (size_t i = 0; i < job->total; i++) {
+            n += (size_t)sprintf(sops + n, "%s%s", i ? "\n" : "",
+                                 job->uids[i]);
+        }
+    }
+    char id[24];
+    ag_fmt(id, sizeof id, "%" PRId64, job->id);
+    const char *p[3] = {id, doc, sops};
+    AgError err;
+    ag_error_clear(&err);
+    if (doc == NULL) {
+        ag_error_set(&err, AG_ERR_NOMEM, "out of memory");
+    }
+    if (doc == NULL ||
+        store_sql_exec(j->cfg->store, "INSERT INTO jobs (id, doc, sops) "
+                       "VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
+                       "doc = excluded.doc, sops = excluded.sops", p, 3,
+                       NULL, NULL, &err) != AG_OK) {
+        ag_log(AG_LOG_WARN, "jobs", "job %" PRId64 " not saved: %s",
+               job->id, err.msg);
+    }
+    free(doc);
+    ag_free(sops);
+}
+
+static void job_forget(WebJobs *j, int64_t id)
+{
+    char s[24];
+    ag_fmt(s, sizeof s, "%" PRId64, id);
+    const char *p[1] = {s};
+    AgError err;
+    if (store_sql_exec(j->cfg->store, "DELETE FROM jobs WHERE id = ?1", p,
+                       1, NULL, NULL, &err) != AG_OK) {
+        ag_log(AG_LOG_WARN, "jobs", "job %" PRId64 " not forgotten: %s", id,
+               err.msg);
+    }
+}
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL ? v : dflt;
+}
+
+static size_t count_of(json_t *o, const char *key)
+{
+    json_int_t v = json_integer_value(json_object_get(o, key));
+    return v > 0 ? (size_t)v : 0;
+}
+
+/* The instance list of an active job: sops, one UID per line. */
+static bool job_take_sops(Job *job, const char *sops)
+{
+    if (sops == NULL || job->total == 0) {
+        return false;
+    }
+    job->uids = ag_calloc(job->total, sizeof *job->uids);
+    job->sops = ag_calloc(job->total, sizeof *job->sops);
+    if (job->uids == NULL || job->sops == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    for (const char *p = sops; *p != '\0' && n < job->total; n++) {
+        size_t len = strcspn(p, "\n");
+        if (len == 0 || len > 64) {
+            return false;
+        }
+        memcpy(job->uids[n], p, len);
+        job->uids[n][len] = '\0';
+        job->sops[n] = job->uids[n];
+        p += len + (p[len] == '\n');
+    }
+    return n == job->total;
+}
+
+/* One row of the jobs table back into memory (lock held, at start). */
+static int load_row(void *ctx, int ncol, const char *const *vals)
+{
+    WebJobs *j = ctx;
+    json_t *o = ncol == 3 && vals[0] != NULL && vals[1] != NULL
+                    ? json_loads(vals[1], 0, NULL) : NULL;
+    json_t *in = json_object_get(o, "internal");
+    json_t *times = json_object_get(in, "times");
+    Job *job = o != NULL ? ag_calloc(1, sizeof *job) : NULL;
+    if (job == NULL || !json_is_object(in) || json_array_size(times) != 3) {
+        ag_log(AG_LOG_WARN, "jobs", "job %s: its row cannot be read; "
+               "skipped", vals[0] != NULL ? vals[0] : "?");
+        ag_free(job);
+        json_decref(o);
+        return 0;
+    }
+    job->id = strtoll(vals[0], NULL, 10);
+    ag_fmt(job->node, sizeof job->node, "%s", str_or(o, "node", ""));
+    ag_fmt(job->study, sizeof job->study, "%s", str_or(o, "study", ""));
+    const char *state = str_or(o, "state", "failed");
+    job->state = JOB_FAILED;
+    for (int i = 0; i <= JOB_CANCELLED; i++) {
+        if (strcmp(state, STATE_NAME[i]) == 0) {
+            job->state = (JobState)i;
+        }
+    }
+    job->total = count_of(o, "total");
+    job->sent = count_of(o, "sent");
+    job->failed = count_of(o, "failed");
+    json_t *f = json_object_get(o, "failed_instances");
+    for (size_t i = 0; i < json_array_size(f) && i < FAILED_LISTED; i++) {
+        const char *u = json_string_value(json_array_get(f, i));
+        ag_fmt(job->failed_uids[job->nfailed_uids++], 65, "%s",
+               u != NULL ? u : "");
+    }
+    ag_fmt(job->message, sizeof job->message, "%s",
+           str_or(o, "message", ""));
+    ag_fmt(job->user, sizeof job->user, "%s", str_or(o, "user", ""));
+    ag_fmt(job->cancelled_by, sizeof job->cancelled_by, "%s",
+           str_or(o, "cancelled_by", ""));
+    job->kind = (AccessKind)json_integer_value(json_object_get(
+        in, "access_kind"));
+    job->user_id = json_integer_value(json_object_get(in, "user_id"));
+    job->cancel = json_is_true(json_object_get(in, "cancel"));
+    job->created = (time_t)json_integer_value(json_array_get(times, 0));
+    job->started = (time_t)json_integer_value(json_array_get(times, 1));
+    job->finished = (time_t)json_integer_value(json_array_get(times, 2));
+    json_decref(o);
+    bool active = job->state <= JOB_RUNNING;
+    if (active && (job->sent + job->failed > job->total ||
+                   !job_take_sops(job, vals[2]))) {
+        ag_fmt(job->message, sizeof job->message, "its instance list was "
+               "lost");
+        job_finish(job, JOB_FAILED);
+        job_save(j, job);
+        active = false;
+    } else if (active) {
+        job->state = JOB_QUEUED;   /* running when the server stopped */
+    }
+    if (job->id >= j->next_id) {
+        j->next_id = job->id + 1;
+    }
+    if (!make_room(j)) {
+        ag_log(AG_LOG_WARN, "jobs", "job %" PRId64 ": too many active jobs; "
+               "left in the table", job->id);
+        job_free(job);
+        return 0;
+    }
+    j->v[j->n++] = job;
+    if (active) {
+        ag_log(AG_LOG_INFO, "jobs", "job %" PRId64 ": send to %s resumes "
+               "after %zu of %zu", job->id, job->node,
+               job->sent + job->failed, job->total);
+    }
+    return 0;
+}
+
+/* Read the jobs table back (at start, before the workers). */
+static void load(WebJobs *j)
+{
+    AgError err;
+    pthread_mutex_lock(&j->lock);
+    if (store_sql_select(j->cfg->store, "SELECT id, doc, sops FROM jobs "
+                         "ORDER BY id", NULL, 0, load_row, j, &err) != AG_OK) {
+        ag_log(AG_LOG_WARN, "jobs", "the jobs table cannot be read: %s",
+               err.msg);
+    }
+    pthread_mutex_unlock(&j->lock);
 }
 
 /* ---- POST /api/v1/studies/{uid}/send ------------------------------------ */
@@ -492,6 +719,7 @@ enum MHD_Result web__jobs_send(WebRequest *r, const char *study,
     }
     job->id = j->next_id++;
     j->v[j->n++] = job;
+    job_save(j, job);
     json_t *o = job_json(job);
     pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->lock);
@@ -518,7 +746,7 @@ static enum MHD_Result list(WebRequest *r, WebJobs *j)
 
 /* Cancel (lock held): a queued job ends now, a running one after the
  * instance in flight. */
-static int cancel(WebRequest *r, Job *job)
+static int cancel(WebRequest *r, WebJobs *j, Job *job)
 {
     if (job->state > JOB_RUNNING) {
         return AG_ERR_EXISTS;
@@ -530,6 +758,7 @@ static int cancel(WebRequest *r, Job *job)
     if (job->state == JOB_QUEUED) {
         job_finish(job, JOB_CANCELLED);
     }
+    job_save(j, job);
     return AG_OK;
 }
 
@@ -556,7 +785,7 @@ enum MHD_Result web__jobs_route(WebRequest *r, char **seg, int nseg)
         pthread_mutex_unlock(&j->lock);
         return web__json_error(r, 404, "not found", "no such job");
     }
-    if (del && cancel(r, job) != AG_OK) {
+    if (del && cancel(r, j, job) != AG_OK) {
         pthread_mutex_unlock(&j->lock);
         return web__json_error(r, 409, "conflict", "the job has finished");
     }

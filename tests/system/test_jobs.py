@@ -1,7 +1,7 @@
 """Sending a study to a DICOM node as a job (REST API, /api/v1/jobs): the
 Storage SCU against DCMTK's storescp as the destination, a node that refuses
-the association, cancellation, and the rights: the download verb, the
-study's scope, whose jobs one sees."""
+the association, cancellation, the rights (the download verb, the
+study's scope, whose jobs one sees), and jobs kept across a restart."""
 import os
 import socket
 import subprocess
@@ -387,3 +387,74 @@ def test_tls_node_without_tls_configured(tmp_path):
         assert "wants TLS and no TLS is configured" in job["message"], job
     finally:
         srv.stop()
+
+
+def test_jobs_survive_a_restart(tmp_path):
+    """Jobs are kept in the index: after a restart a finished job is listed
+    as it was, and a send the stop interrupted resumes after the instances
+    it had sent — each instance reaches the node once."""
+    import sqlite3
+    src = tmp_path / "src"
+    src.mkdir()
+    study, other = UID.format(7), UID.format(8)
+    make_study(str(src), study, "RADIOLOGY", 5)
+    make_study(str(src), other, "RADIOLOGY", 1)
+    data = str(tmp_path / "data")
+    agora("import", "--data", data, str(src))
+    dest, slow = tmp_path / "dest", tmp_path / "slow"
+    dest.mkdir()
+    slow.mkdir()
+    dest_port, slow_port = free_port(), free_port()
+    agora("node", "--data", data, "add", "DEST", "127.0.0.1", str(dest_port))
+    agora("node", "--data", data, "add", "SLOW", "127.0.0.1", str(slow_port))
+    log = open(tmp_path / "slow.log", "w")
+    scps = [storescp("DEST", dest_port, dest),
+            subprocess.Popen(["storescp", "-v", "-aet", "SLOW", "-od", str(slow),
+                              "--sleep-during", "1", str(slow_port)],
+                             env=ENV, stdout=log, stderr=subprocess.STDOUT)]
+    wait_port(slow_port)
+    http = free_port()
+    base = f"http://127.0.0.1:{http}"
+    srv = Server(data, "--http-port", str(http))
+    try:
+        c = Client(base)
+        done = c.wait(c.send(other, "DEST").json()["id"])
+        assert done["state"] == "done", done
+        job_id = c.send(study, "SLOW").json()["id"]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            job = c.get(f"/api/v1/jobs/{job_id}").json()
+            if job["state"] == "running" and job["sent"] >= 1:
+                break
+            time.sleep(0.1)
+        assert job["state"] == "running", job
+        assert srv.stop() == 0
+        # In the table: queued again, with what it had sent.
+        with sqlite3.connect(os.path.join(data, "index.sqlite")) as db:
+            doc, sops = db.execute("SELECT doc, sops FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
+        import json
+        row = json.loads(doc)
+        assert row["state"] == "queued" and 1 <= row["sent"] < 5, row
+        assert len(sops.split("\n")) == 5
+        srv = Server(data, "--http-port", str(http))
+        c = Client(base)
+        listed = {j["id"]: j for j in c.get("/api/v1/jobs").json()["jobs"]}
+        assert listed[done["id"]] == done
+        assert job_id in listed
+        resumed = c.wait(job_id, timeout=60)
+        assert resumed["state"] == "done", resumed
+        assert (resumed["sent"], resumed["failed"], resumed["total"]) == (5, 0, 5)
+        assert resumed["started"] == job["started"]
+        # ids go on from the table's
+        assert c.send(other, "DEST").json()["id"] > job_id
+    finally:
+        srv.stop()
+        for p in scps:
+            p.terminate()
+            p.wait(10)
+        log.close()
+    got = received(slow)
+    assert sorted(got) == sorted(f"{study}.1.{i}" for i in range(1, 6))
+    stores = open(tmp_path / "slow.log").read().count("Received Store Request")
+    assert stores == 5, stores
