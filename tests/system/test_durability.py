@@ -5,7 +5,9 @@ the flushes themselves: `agora serve` runs under strace, instances are sent
 one association at a time (one commit each, no group commit to share a
 flush), and every store must be followed by an fdatasync of the index's
 WAL before storescu gets its answer — for staged small instances (bytes
-inside the index) and large ones (their blob file fdatasynced first)."""
+inside the index) and large ones (their blob file fdatasynced first).
+STOW-RS, which leaves its parts to a shared syncfs, answers only after it.
+And a failed write point fails the one C-STORE it hits, leaving nothing."""
 import os
 import re
 import subprocess
@@ -200,3 +202,33 @@ def test_stow_answers_after_a_flush_of_its_blobs_and_rows(tmp_path):
         assert own or [t for t in syncfs if t > w], \
             "%s was not flushed before the answer" % path
     assert rows_flushed, "the rows were not flushed before the answer"
+
+
+@pytest.mark.parametrize("point", ["blob.write", "blob.fsync", "blob.rename",
+                                   "blob.dirsync", "index.commit"])
+def test_a_fault_fails_one_c_store_and_leaves_nothing(tmp_path, point):
+    """C-STORE one instance per association (the path where each store
+    flushes its own blob), with the second use of a write point failing:
+    that instance gets a failure status, the others are stored, and the
+    archive is left consistent (no temporary file, agora check clean)."""
+    from test_dimse import agora, ls_instances
+    from test_store import assert_check_clean, blob_files, tmp_leftovers
+    data = str(tmp_path / "d")
+    study = "1.2.826.0.1.3680043.10.1447.99.93"
+    files = big_files(tmp_path, study, 4)
+    agora("check", "--data", data)        # lay out the folder, unfaulted
+    srv = Server(data, "--accept-unknown-ae",
+                 env={**os.environ, "AGORA_FAULT": point + ":2"})
+    outcomes = []
+    try:
+        for f in files:
+            r = dcmtk("storescu", "-v", "-aet", "ONE", "-aec", "AGORA",
+                      "127.0.0.1", str(srv.port), f)
+            outcomes.append("Received Store Response (Success)" in r.stderr)
+    finally:
+        assert srv.stop() == 0
+    assert outcomes.count(False) == 1, outcomes
+    assert len(ls_instances(data)) == 3
+    assert len(blob_files(data)) == 3
+    assert tmp_leftovers(data) == []
+    assert_check_clean(data, 3)
