@@ -40,6 +40,7 @@ struct StoreBlobs {
     char tmp[AG_PATH_MAX];       /* DIR/tmp */
     int root_fd;                 /* DIR/blobs, for syncfs(2) */
     int lock_fd;                 /* DIR/store.lock, flock()ed shared */
+    bool alone;                  /* no other process had it open at open */
 };
 
 static int mkdir_p(const char *path, AgError *err)
@@ -180,6 +181,7 @@ int store__blobs_open(const char *data_dir, StoreBlobs **out, AgError *err)
         if (alone) {
             empty_dir(b->tmp);
         }
+        b->alone = alone;
         rc = prepare_fanout(b->root, err);
     }
     if (rc == AG_OK) {
@@ -652,6 +654,14 @@ int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
         DIR *d2 = opendir(p1);
         struct dirent *c;
         while (!stop && d2 != NULL && (c = readdir(d2)) != NULL) {
+            if (is_tmp_name(c->d_name) && b->alone) {
+                /* Left half-written by a version that wrote temporary
+                 * blobs here (no version does now): the walk of
+                 * agora check is the one pass over every folder that
+                 * can take them away. */
+                unlinkat(dirfd(d2), c->d_name, 0);
+                continue;
+            }
             if (c->d_name[0] == '.' || is_tmp_name(c->d_name) ||
                 strlen(c->d_name) > 50) {
                 continue;

@@ -232,3 +232,25 @@ def test_a_fault_fails_one_c_store_and_leaves_nothing(tmp_path, point):
     assert len(blob_files(data)) == 3
     assert tmp_leftovers(data) == []
     assert_check_clean(data, 3)
+
+
+def test_legacy_temporary_blobs_are_removed_by_check_alone(tmp_path):
+    """Versions before D/tmp wrote temporary blobs as "*.tmp" in the blob
+    folders; a crash could leave them there.  agora check (the one pass
+    over every folder) removes them — only when no other process has the
+    archive open."""
+    from test_dimse import agora
+    data = str(tmp_path / "d")
+    agora("check", "--data", data)
+    legacy = os.path.join(data, "blobs", "ab", "ab00legacy-0001.tmp")
+    with open(legacy, "wb") as f:
+        f.write(b"half written by an old version")
+    srv = Server(data)
+    try:
+        agora("check", "--data", data)
+        assert os.path.exists(legacy)        # not alone: left alone
+    finally:
+        assert srv.stop() == 0
+    r = agora("check", "--data", data)
+    assert not os.path.exists(legacy)
+    assert "0 orphans" in r.stdout, r.stdout
