@@ -8,6 +8,7 @@ WAL before storescu gets its answer — for staged small instances (bytes
 inside the index) and large ones (their blob file fdatasynced first).
 STOW-RS, which leaves its parts to a shared syncfs, answers only after it.
 And a failed write point fails the one C-STORE it hits, leaving nothing."""
+import contextlib
 import os
 import re
 import subprocess
@@ -45,6 +46,24 @@ def big_files(tmp_path, study, n):
     return out
 
 
+@contextlib.contextmanager
+def traced(srv, trace, calls, *extra):
+    """srv (agora serve) under strace -f -y -tt for calls, into trace;
+    the server is stopped, cleanly, on the way out."""
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-y", "-tt", *extra, "-e", "trace=" + calls,
+         "-o", trace, "-p", str(srv.proc.pid)],
+        stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)        # attached to every thread
+        yield
+        time.sleep(0.5)
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+        assert srv.stop() == 0
+
+
 def flushes(trace):
     """[(path, time)] of every fdatasync/fsync started, in the strace -y -tt
     output (a call another thread interrupts is printed "<unfinished ...>",
@@ -68,21 +87,11 @@ def test_every_acknowledged_store_is_flushed(tmp_path, kind):
              else big_files(tmp_path, study, 3))
     srv = Server(data, "--accept-unknown-ae")
     trace = str(tmp_path / "strace.out")
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-y", "-tt", "-e", "trace=fdatasync,fsync",
-         "-o", trace, "-p", str(srv.proc.pid)],
-        stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)        # attached to every thread
+    with traced(srv, trace, "fdatasync,fsync"):
         for f in files:        # one association, one commit each
             r = dcmtk("storescu", "-aet", "ONE", "-aec", "AGORA",
                       "127.0.0.1", str(srv.port), f)
             assert r.returncode == 0, r.stderr
-        time.sleep(0.5)
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
-        assert srv.stop() == 0
     got = flushes(trace)
     wal = [p for p, _ in got if p.endswith("index.sqlite-wal")]
     spool = os.path.join(data, "tmp") + "/"   # blobs are written there first
@@ -146,23 +155,13 @@ def test_stow_answers_after_a_flush_of_its_blobs_and_rows(tmp_path):
     http = free_port()
     srv = Server(data, "--http-port", str(http))
     trace = str(tmp_path / "strace.out")
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-y", "-tt", "-s", "16", "-e",
-         "trace=fdatasync,fsync,syncfs,rename,pwrite64,sendto,sendmsg,"
-         "writev,write", "-o", trace, "-p", str(srv.proc.pid)],
-        stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
+    with traced(srv, trace, "fdatasync,fsync,syncfs,rename,pwrite64,sendto,"
+                "sendmsg,writev,write", "-s", "16"):
         r = requests.post("http://127.0.0.1:%d/dicom-web/studies" % http,
                           data=body, timeout=120,
                           headers={"Content-Type": ct,
                                    "Accept": "application/dicom+json"})
         assert r.status_code == 200, r.text
-        time.sleep(0.5)
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
-        assert srv.stop() == 0
     calls = trace_lines(trace)
     sent = [t for t, c, rest in calls
             if c in ("sendto", "sendmsg", "writev", "write")

@@ -79,6 +79,16 @@ class Client:
     def send(self, study, node):
         return self.post(f"/api/v1/studies/{study}/send", json={"node": node})
 
+    def wait_sending(self, job_id, timeout=30):
+        """The job once it runs and has sent at least one instance."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.get(f"/api/v1/jobs/{job_id}").json()
+            if job["state"] == "running" and job["sent"] >= 1:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} is not sending: {job}")
+
     def wait(self, job_id, states=("done", "failed", "cancelled"), timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -221,13 +231,7 @@ def test_cancel_a_running_job(site):
     r = c.send(S_BIG, "SLOW")   # one second per instance
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        job = c.get(f"/api/v1/jobs/{job_id}").json()
-        if job["state"] == "running" and job["sent"] >= 1:
-            break
-        time.sleep(0.1)
-    assert job["state"] == "running", job
+    job = c.wait_sending(job_id)
     assert jobs_gauge(site, "running") == 1
     r = c.delete(f"/api/v1/jobs/{job_id}")
     assert r.status_code == 200, r.text
@@ -421,13 +425,7 @@ def test_jobs_survive_a_restart(tmp_path):
         done = c.wait(c.send(other, "DEST").json()["id"])
         assert done["state"] == "done", done
         job_id = c.send(study, "SLOW").json()["id"]
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            job = c.get(f"/api/v1/jobs/{job_id}").json()
-            if job["state"] == "running" and job["sent"] >= 1:
-                break
-            time.sleep(0.1)
-        assert job["state"] == "running", job
+        job = c.wait_sending(job_id)
         assert srv.stop() == 0
         # In the table: queued again, with what it had sent.
         with sqlite3.connect(os.path.join(data, "index.sqlite")) as db:
