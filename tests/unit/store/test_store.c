@@ -1120,11 +1120,28 @@ typedef struct Churn {
     char msg[256];
 } Churn;
 
+/* The UIDs of spec(1, 1, t, i) in the thread's own buffers: spec() and
+ * uid() hand out slots of shared static rings, which other threads
+ * overwrite while this one builds its instance. */
+static Spec churn_spec(int t, int i, char (*u)[65])
+{
+    ag_fmt(u[0], 65, "%s.1.1.1", ROOT);
+    ag_fmt(u[1], 65, "%s.2.1.%d", ROOT, t);
+    ag_fmt(u[2], 65, "%s.3.%d.%d", ROOT, t, i);
+    Spec sp = {
+        .patient_id = "PAT1", .patient_name = "Doe^John",
+        .study_uid = u[0], .series_uid = u[1], .sop_uid = u[2],
+        .sop_class = CT_CLASS, .modality = "CT", .number = i + 1,
+    };
+    return sp;
+}
+
 static void *churn_ingest(void *arg)
 {
     Churn *c = arg;
     for (int i = 0; i < 40; i++) {
-        Spec s = spec(1, 1, c->t, i);
+        char u[3][65];
+        Spec s = churn_spec(c->t, i, u);
         AgBuf b;
         build(&s, &b);
         AgError e;
