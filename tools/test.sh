@@ -2,7 +2,8 @@
 # Install what is missing, build, and run every test:
 #   1. unit tests (cmocka, meson test), -Wall -Wextra -Werror
 #   2. the same under ASan+UBSan (LeakSanitizer on)
-#   3. system tests (pytest, /usr/bin/python3) against the built binary
+#   3. system tests (pytest, /usr/bin/python3) against the built binary,
+#      then again against the ASan+UBSan binary (no sanitizer report allowed)
 #   4. each fuzz target for a bounded time (clang, libFuzzer)
 #   5. bench/run --quick as a smoke test of the benchmark harness
 # The last line is "N passed, N failed".  Exit status 0 only if all passed.
@@ -53,20 +54,42 @@ meson_stage "unit tests (ASan+UBSan)" build-asan -Dwerror=true \
     -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
-echo "=== system tests ==="
-if [ -x build/agora ]; then
-    export AGORA_BIN=$ROOT/build/agora
-    out=$(/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system 2>&1)
+# system_stage NAME BINARY: pytest against one build of the binary.
+system_stage() {
+    local name=$1 bin=$2
+    echo "=== $name ==="
+    if [ ! -x "$bin" ]; then count "$name (no binary)" 0 1; return; fi
+    local out rc sp sf
+    out=$(AGORA_BIN=$bin /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+          tests/system 2>&1)
     rc=$?
     echo "$out" | tail -25
     sp=$(echo "$out" | tail -1 | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     sf=$(echo "$out" | tail -1 | grep -oE '[0-9]+ (failed|error|errors)' | awk '{s += $1} END {print s + 0}')
     [ -z "$sf" ] && sf=0
     if [ $rc -ne 0 ] && [ "$sf" -eq 0 ]; then sf=1; fi
-    count "system tests" "${sp:-0}" "$sf"
-else
-    count "system tests (no binary)" 0 1
+    count "$name" "${sp:-0}" "$sf"
+}
+
+system_stage "system tests" "$ROOT/build/agora"
+
+# The same tests against the ASan+UBSan build: every agora process the tests
+# start (servers, CLI commands) reports leaks, memory errors and undefined
+# behaviour into $SAN_DIR; each report counts as a failure.  The tests'
+# 1 GiB address-space limit cannot apply to ASan (AGORA_SANITIZED): an
+# allocation over 1 GiB fails instead, and 2 GiB resident ends the process.
+SAN_DIR=$ROOT/build-asan/system-reports
+rm -rf "$SAN_DIR" && mkdir -p "$SAN_DIR"
+export AGORA_SANITIZED=1
+export ASAN_OPTIONS=detect_leaks=1:log_path=$SAN_DIR/asan:allocator_may_return_null=1:max_allocation_size_mb=1024:hard_rss_limit_mb=2048
+export UBSAN_OPTIONS=print_stacktrace=1:log_path=$SAN_DIR/ubsan
+system_stage "system tests (ASan+UBSan)" "$ROOT/build-asan/agora"
+unset AGORA_SANITIZED ASAN_OPTIONS UBSAN_OPTIONS
+nrep=$(find "$SAN_DIR" -type f | wc -l)
+if [ "$nrep" -ne 0 ]; then
+    for f in "$SAN_DIR"/*; do echo "--- $f"; head -40 "$f"; done
 fi
+count "sanitizer reports from system tests" $((nrep == 0 ? 1 : 0)) "$nrep"
 
 echo "=== fuzz (${FUZZ_SECONDS:-45}s per target) ==="
 if [ ! -f build-fuzz/build.ninja ]; then
