@@ -905,8 +905,12 @@ int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
         scope_params(&b, sc, &refs);
     }
     add(&b, "SELECT ");
+    /* Only the columns a match returns: those asked for (all, with
+     * all_fields).  A WADO-RS listing asks for two of an instance's 37. */
     for (size_t i = 0; i < NATTRS; i++) {
-        if (available(&ATTRS[i], q->level)) {
+        if (available(&ATTRS[i], q->level) &&
+            (q->all_fields ||
+             dicom_dataset_find(q->keys, ATTRS[i].tag) != NULL)) {
             if (run.ncols > 0) {
                 add(&b, ", ");
             }
@@ -934,6 +938,8 @@ int store_query(Store *s, const StoreQuery *q, StoreMatchFn fn, void *ctx,
         add(&b, run.ncols > 0 ? ", " : "");
         add(&b, REP[q->level]);
         run.skip = q->offset;
+    } else if (run.ncols == 0) {
+        add(&b, "NULL");   /* nothing asked: a match is still a row */
     }
     add(&b, FROM[q->level]);
     add(&b, " WHERE 1 = 1");
