@@ -233,3 +233,61 @@ def test_cancel(big):
     rc, out = find(big, "QueryRetrieveLevel=STUDY", "PatientID=B7",
                    "StudyInstanceUID", extra=["-v"])
     assert rc == 0 and len(responses(out)) == 1
+
+
+NAMES = ["Doe^Jane", "DOE^", "Doe", "doe^john", "Doe^J=ドウ^ジェーン",
+         "Dobson^Al", "Doé^Zoé", "Doe Smith^Ann"]
+
+
+@pytest.fixture(scope="module")
+def names_srv(tmp_path_factory):
+    """One study per name in NAMES, patient ids N0, N1, ..."""
+    root = tmp_path_factory.mktemp("names")
+    src = root / "src"
+    src.mkdir()
+    base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
+    for k, name in enumerate(NAMES):
+        d = base.copy()
+        d.SpecificCharacterSet = "ISO_IR 192"
+        d.PatientID = f"N{k}"
+        d.PatientName = name
+        uid = f"1.2.826.0.1.3680043.10.1447.99.6.{k + 1}"
+        d.StudyInstanceUID = uid
+        d.SeriesInstanceUID = uid + ".1"
+        d.SOPInstanceUID = d.file_meta.MediaStorageSOPInstanceUID = uid + ".1.1"
+        d.save_as(str(src / f"{k}.dcm"), write_like_original=False)
+    data = str(root / "data")
+    agora("import", "--data", data, str(src))
+    agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
+    s = Server(data)
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("Doe*", {0, 2, 4, 7}),          # exact case; not DOE^, doe^john, Dobson
+    ("DOE*", {1}),
+    ("DOE^*", {1}),                  # '^*' matches the empty rest
+    ("Doe^J*", {0, 4}),              # and the ideographic group after '='
+    ("Do?^*", {0, 4, 6}),            # ? is one character, é too
+    ("Doe ?mith^*", {7}),
+    ("doe^*", {3}),
+    ("Doé*", {6}),
+    ("*oe*", {0, 2, 3, 4, 7}),
+    ("Doe^J=ドウ*", {4}),
+    ("Doe", {2}),                    # single value: the whole name
+    ("DOE^", {1}),
+    ("Doe^J=ドウ^ジェーン", {4}),
+    ("Doe^Jane", {0}),
+    ("doe^jane", set()),
+])
+def test_person_name_matching_edges(names_srv, query, expected):
+    """PS3.4 C.2.2.2.1/C.2.2.2.4 on PatientName, exact case: the candidates
+    come through the index of the normalised name (upper case, trailing '^'
+    dropped) and the PN itself decides."""
+    _, out = find(names_srv, "QueryRetrieveLevel=STUDY",
+                  "SpecificCharacterSet=ISO_IR 192", f"PatientName={query}",
+                  "PatientID", extra=["-v"])
+    assert final_status(out) == "Success", out
+    got = {int(r["00100020"][1:]) for r in responses(out)}
+    assert got == expected, (query, out)
