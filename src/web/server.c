@@ -1,8 +1,9 @@
 /*
- * server.c — HTTP with libmicrohttpd: one thread per connection, request
- * size limits, JSON error bodies ({"error": ..., "detail": ...}), an
- * access log, /healthz and /metrics.  Paths are split into segments and
- * checked before any handler sees them: no "..", no NUL, no backslash
+ * server.c — HTTP with libmicrohttpd: a pool of event-driven worker
+ * threads, request size limits, JSON error bodies ({"error": ..., "detail":
+ * ...}), an access log, /healthz and /metrics.  Paths are split into
+ * segments and checked before any handler sees them: no "..", no NUL, no
+ * backslash
  * (SECURITY.md: path traversal in every encoding).
  */
 #include "web_int.h"
