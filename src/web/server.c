@@ -3,8 +3,7 @@
  * threads, request size limits, JSON error bodies ({"error": ..., "detail":
  * ...}), an access log, /healthz and /metrics.  Paths are split into
  * segments and checked before any handler sees them: no "..", no NUL, no
- * backslash
- * (SECURITY.md: path traversal in every encoding).
+ * backslash (SECURITY.md: path traversal in every encoding).
  */
 #include "web_int.h"
 
