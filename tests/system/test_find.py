@@ -49,16 +49,22 @@ def make_corpus(folder):
     return uids
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    root = tmp_path_factory.mktemp("find")
+def serve_corpus(root, make):
+    """make(folder) writes the files; they are imported into a new archive
+    that knows the SCU node, and a server is started on it."""
     src = root / "src"
     src.mkdir()
-    make_corpus(str(src))
+    make(src)
     data = str(root / "data")
     agora("import", "--data", data, str(src))
     agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
-    s = Server(data)
+    return Server(data)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = serve_corpus(tmp_path_factory.mktemp("find"),
+                     lambda src: make_corpus(str(src)))
     yield s
     s.stop()
 
@@ -239,12 +245,8 @@ NAMES = ["Doe^Jane", "DOE^", "Doe", "doe^john", "Doe^J=ドウ^ジェーン",
          "Dobson^Al", "Doé^Zoé", "Doe Smith^Ann"]
 
 
-@pytest.fixture(scope="module")
-def names_srv(tmp_path_factory):
+def make_names(src):
     """One study per name in NAMES, patient ids N0, N1, ..."""
-    root = tmp_path_factory.mktemp("names")
-    src = root / "src"
-    src.mkdir()
     base = pydicom.dcmread(os.path.join(SAMPLES, "CT_small.dcm"))
     for k, name in enumerate(NAMES):
         d = base.copy()
@@ -256,10 +258,11 @@ def names_srv(tmp_path_factory):
         d.SeriesInstanceUID = uid + ".1"
         d.SOPInstanceUID = d.file_meta.MediaStorageSOPInstanceUID = uid + ".1.1"
         d.save_as(str(src / f"{k}.dcm"), write_like_original=False)
-    data = str(root / "data")
-    agora("import", "--data", data, str(src))
-    agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
-    s = Server(data)
+
+
+@pytest.fixture(scope="module")
+def names_srv(tmp_path_factory):
+    s = serve_corpus(tmp_path_factory.mktemp("names"), make_names)
     yield s
     s.stop()
 
