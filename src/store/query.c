@@ -382,44 +382,38 @@ static char *upper(const char *v, AgArena *a)
 
 /*
  * Case-sensitive person-name matching compares the PN column, which has
- * no index; its normalised form (store__pn_normalize: the alphabetic
- * group, ASCII upper case, trailing '^' and ' ' dropped) has one.  A match
- * on the PN implies one on the normalised column, so that condition is
- * added too and the index finds the candidates instead of a scan of every
- * row (a PatientName=FAMILY* query read all 10,000 studies):
+ * no index; its normalised form (store__pn_normalize, as at ingest: the
+ * alphabetic group, ASCII upper case, trailing '^' and ' ' dropped) has
+ * one.  A match on the PN implies one on the normalised column, so that
+ * condition is added too and the index finds the candidates instead of a
+ * scan of every row (a PatientName=FAMILY* query read all 10,000 studies):
  *   exact  V     ->  fold = normalize(V)
  *   prefix P*... ->  fold >= P' AND fold < P' with its last byte + 1,
- *                    P' = P upper-cased, trailing '^' and ' ' dropped
- * No range when P has '=' (another group) or nothing is left of P'.
+ *                    P' = normalize(P)
+ * No condition when the value has '=' (another group), nor a range when
+ * nothing is left of P'.
  */
 static void pn_fold_range(Builder *b, const Attr *at, const char *one)
 {
     if (at->fold_expr == NULL || strchr(one, '=') != NULL) {
         return;
     }
-    if (!has_wildcard(one)) {
-        char *norm = store__pn_normalize(one, b->a);
-        if (norm != NULL) {
-            add(b, " AND ");
-            add(b, at->fold_expr);
-            add(b, " = ");
-            param(b, norm);
-        }
-        return;
-    }
-    char *lo = ag_arena_strndup(b->a, one, strcspn(one, "*?"));
+    bool prefix = has_wildcard(one);
+    char *v = ag_arena_strndup(b->a, one, strcspn(one, "*?"));
+    char *lo = v != NULL ? store__pn_normalize(v, b->a) : NULL;
     if (lo == NULL) {
         return;
     }
-    lo = upper(lo, b->a);
-    size_t n = strlen(lo);
-    while (n > 0 && (lo[n - 1] == '^' || lo[n - 1] == ' ')) {
-        lo[--n] = '\0';
-    }
-    if (n == 0 || (unsigned char)lo[n - 1] == 0xff) {
+    if (!prefix) {
+        add(b, " AND ");
+        add(b, at->fold_expr);
+        add(b, " = ");
+        param(b, lo);
         return;
     }
-    char *hi = ag_arena_strdup(b->a, lo);
+    size_t n = strlen(lo);
+    char *hi = n > 0 && (unsigned char)lo[n - 1] != 0xff
+        ? ag_arena_strdup(b->a, lo) : NULL;
     if (hi == NULL) {
         return;
     }
