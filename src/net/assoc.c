@@ -44,6 +44,7 @@ struct NetAssoc {
     size_t pdv_pos;                /* next PDV in a P-DATA body */
     bool have_pdu;                 /* pdu holds an unconsumed P-DATA */
     bool done;                     /* released, rejected or aborted */
+    bool heard;                    /* the peer has sent at least a byte */
     /* send buffer */
     uint8_t *out;
     uint32_t out_cap;
@@ -230,6 +231,7 @@ static int read_full(NetAssoc *a, uint8_t *buf, size_t n, int64_t deadline,
             return ag_error_errno(err, AG_ERR_IO, "receive");
         }
         got += (size_t)r;
+        a->heard = true;
         wait = a->t.read_nowait == NULL;
     }
     return AG_OK;
@@ -532,6 +534,11 @@ int net_request(const NetTransport *t, const NetLimits *lim,
         return violation(a, NET_ABORT_UNEXPECTED_PDU, err,
                          "unexpected PDU during association request");
     }
+}
+
+bool net_assoc_silent(const NetAssoc *a)
+{
+    return !a->heard;
 }
 
 const NetAssocParams *net_assoc_peer(const NetAssoc *a)

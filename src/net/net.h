@@ -333,7 +333,9 @@ void net_tls_end(NetTlsSession *s);
 /**
  * Acceptor, step 1: wait (ARTIM) for the peer's A-ASSOCIATE-RQ and parse
  * it.  Anything else aborts (non-DICOM bytes on the port, oversized PDU).
- * The transport is borrowed for the association's life.
+ * The transport is borrowed for the association's life.  AG_ERR_EOF with
+ * net_assoc_silent() true: the peer closed without sending a byte (a port
+ * check by a monitor or load balancer), not a refused association.
  */
 int net_accept(const NetTransport *t, const NetLimits *lim, NetAssoc **out,
                NetAssocParams *rq, AgError *err);
@@ -350,6 +352,8 @@ int net_request(const NetTransport *t, const NetLimits *lim,
                 const NetAssocParams *rq, NetAssoc **out, NetAssocParams *ac,
                 NetReject *rj, AgError *err);
 
+/** True while the peer has sent us nothing at all on this connection. */
+bool net_assoc_silent(const NetAssoc *a);
 /** What was negotiated (valid after accept/request). */
 const NetAssocParams *net_assoc_peer(const NetAssoc *a);
 /** Transfer syntax of an accepted presentation context, or NULL. */

@@ -515,6 +515,13 @@ static void serve_assoc(SvcAssoc *sa)
         }
     }
     rc = net_accept(&sa->transport, &s->cfg.limits, &sa->assoc, rq, &err);
+    if (rc == AG_ERR_EOF && net_assoc_silent(sa->assoc)) {
+        /* A port check (monitoring, a load balancer): it asked nothing, so
+         * it is neither an association nor a refusal. */
+        ag_log(AG_LOG_DEBUG, "dimse", "connection from %s closed before "
+               "any PDU", sa->remote);
+        goto done;
+    }
     if (rc != AG_OK) {
         ag_log(AG_LOG_WARN, "dimse", "association from %s refused: %s",
                sa->remote, err.msg);
