@@ -3,26 +3,19 @@
  * Annex B).
  *
  * A C-STORE data set is received behind a Part 10 header built from the
- * command (PS3.10 §7.1) into memory while it is small (a CT slice is) and
- * handed to the ingest pipeline as a buffer: parsed, hashed and written to
- * its blob in one go, with no spool file to write and read back.  A larger
- * one spills to a spool file in the store's tmp directory, which ingest
- * renames into the blob store without a copy.  The response goes out only
- * after ingest returns, i.e. after the instance is durable (DESIGN.md §4).
- * Memory per association stays bounded: at most SPOOL_MEM_MAX plus one PDU,
- * whatever the instance's size.
+ * command (PS3.10 §7.1) into a StoreSpool, which hashes each PDV as it
+ * arrives and keeps the bytes in memory while they are small (a CT slice
+ * is) and in a file in the store's tmp directory once they outgrow what
+ * the index stages (the file becomes the blob by a rename).  So the work
+ * overlaps with the sender's, and ingest neither copies nor reads the
+ * bytes again.  The response goes out only after ingest returns, i.e.
+ * after the instance is durable (DESIGN.md §4).  Memory per association
+ * stays bounded: at most the spool's 1 MB plus one PDU, whatever the
+ * instance's size.
  */
 #include "svc_int.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#define SPOOL_MAX ((uint64_t)4 << 30)
-#define SPOOL_MEM_MAX ((size_t)1 << 20)   /* larger data sets go to a file */
 
 int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err)
 {
@@ -33,64 +26,21 @@ int svc__echo(SvcAssoc *sa, const NetMessage *m, AgError *err)
     return svc__respond(sa, m, DIMSE_C_ECHO_RSP, DIMSE_SUCCESS, NULL, err);
 }
 
-/* Where a data set is received: mem until it outgrows SPOOL_MEM_MAX, then
- * a file (path) holding mem's bytes and the rest. */
+/* Where a data set is received: the store's spool (hashed and written as
+ * it arrives), and the first failure, kept for the response. */
 typedef struct Spool {
-    AgBuf mem;
-    const char *dir;      /* store_tmp_dir() */
-    char path[AG_PATH_MAX];
-    int fd;               /* -1 while in memory */
-    uint64_t size;
-    int rc;               /* first failure, kept for the response */
+    StoreSpool *sp;
+    int rc;
     AgError err;
 } Spool;
-
-static int spool_write(Spool *sp, const void *p, size_t n)
-{
-    if (ag_fault("spool.write")) {
-        errno = ENOSPC;
-        return ag_error_errno(&sp->err, AG_ERR_IO, "write %s", sp->path);
-    }
-    int rc = ag_write_all(sp->fd, p, n, &sp->err);
-    if (rc != AG_OK) {
-        ag_error_prefix(&sp->err, "%s: ", sp->path);
-    }
-    return rc;
-}
-
-static int spill(Spool *sp)
-{
-    ag_fmt(sp->path, sizeof sp->path, "%s/dimse-XXXXXX", sp->dir);
-    sp->fd = mkstemp(sp->path);
-    if (sp->fd < 0) {
-        return ag_error_errno(&sp->err, AG_ERR_IO, "spool %s", sp->path);
-    }
-    int rc = spool_write(sp, sp->mem.data, sp->mem.len);
-    ag_buf_deinit(&sp->mem);
-    return rc;
-}
 
 static int spool_sink(void *ctx, const uint8_t *data, size_t len,
                       AgError *err)
 {
     Spool *sp = ctx;
     (void)err;
-    if (sp->size + len > SPOOL_MAX) {
-        sp->rc = ag_error_set(&sp->err, AG_ERR_LIMIT, "instance larger than "
-                              "%llu bytes", (unsigned long long)SPOOL_MAX);
-        return sp->rc;
-    }
-    sp->size += len;
-    if (sp->fd < 0 && sp->mem.len + len <= SPOOL_MEM_MAX) {
-        sp->rc = ag_buf_append(&sp->mem, data, len);
-        if (sp->rc != AG_OK) {
-            ag_error_set(&sp->err, sp->rc, "spool: out of memory");
-        }
-        return sp->rc;
-    }
-    sp->rc = sp->fd < 0 ? spill(sp) : AG_OK;
     if (sp->rc == AG_OK) {
-        sp->rc = spool_write(sp, data, len);
+        sp->rc = store_spool_write(sp->sp, data, len, &sp->err);
     }
     return sp->rc;
 }
@@ -156,14 +106,12 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
     Store *store = svc__store_of(sa);
     const char *ts = net_assoc_context_ts(sa->assoc, m->context_id);
     const char *as = net_assoc_context_as(sa->assoc, m->context_id);
-    Spool sp = {.fd = -1, .dir = store_tmp_dir(store)};
-    ag_buf_init(&sp.mem, SPOOL_MEM_MAX);
+    Spool sp = {0};
     AgError serr;
     ag_error_clear(&serr);
-    int rc = AG_OK;
+    ag_error_clear(&sp.err);
     uint16_t status = DIMSE_SUCCESS;
     if (!m->has_dataset) {
-        ag_buf_deinit(&sp.mem);
         return svc__respond(sa, m, DIMSE_C_STORE_RSP,
                             DIMSE_MISTYPED_ARGUMENT, "no data set", err);
     }
@@ -181,31 +129,26 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
         status = DIMSE_INVALID_ARGUMENT;
         ag_error_set(&serr, AG_ERR_INVALID, "invalid Affected SOP Instance "
                      "UID");
-    } else if (write_header(&sp, &m->cmd, ts, sa->calling_ae, &serr) !=
-               AG_OK) {
+    } else if (store_spool_open(store, &sp.sp, &serr) != AG_OK ||
+               write_header(&sp, &m->cmd, ts, sa->calling_ae, &serr) !=
+                   AG_OK) {
         status = DIMSE_REFUSED_OUT_OF_RESOURCES;
     }
     /* Always read the data set to its end, so the association stays in
      * step whatever we decided. */
-    rc = net_recv_dataset(sa->assoc, m->context_id,
-                          status == DIMSE_SUCCESS ? spool_sink : NULL, &sp,
-                          err);
-    bool spilled = sp.fd >= 0;
-    if (spilled) {
-        close(sp.fd);
-    }
+    int rc = net_recv_dataset(sa->assoc, m->context_id,
+                              status == DIMSE_SUCCESS ? spool_sink : NULL,
+                              &sp, err);
     if (rc == AG_OK && status == DIMSE_SUCCESS && sp.rc != AG_OK) {
         status = DIMSE_REFUSED_OUT_OF_RESOURCES;   /* disk full, too big */
         serr = sp.err;
     }
-    if (rc != AG_OK) {
-        if (spilled) {
-            unlink(sp.path);
+    if (rc != AG_OK || status != DIMSE_SUCCESS) {
+        store_spool_discard(sp.sp);
+        if (rc != AG_OK) {
+            return rc;   /* the association itself failed */
         }
-        ag_buf_deinit(&sp.mem);
-        return rc;   /* the association itself failed */
-    }
-    if (status == DIMSE_SUCCESS) {
+    } else {
         StoreSource src = {.calling_ae = sa->calling_ae,
                            .remote_addr = sa->remote, .via = "dimse",
                            .expect_sop_class = m->cmd.affected_class,
@@ -216,18 +159,12 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err)
                                        ? sa->who.scope.depts[0]
                                        : 0};
         StoreResult res;
-        int irc = spilled
-            ? store_ingest_path(store, sp.path, true, &src, &res, &serr)
-            : store_ingest_buffer(store, sp.mem.data, sp.mem.len, &src, &res,
-                                  &serr);
+        int irc = store_ingest_spool(store, sp.sp, &src, &res, &serr);
         if (irc != AG_OK) {
             status = store_status(irc);
         }
         svc__audit_store(sa, irc == AG_OK ? res.study_uid : "", irc == AG_OK);
-    } else if (spilled) {
-        unlink(sp.path);
     }
-    ag_buf_deinit(&sp.mem);
     if (status == DIMSE_SUCCESS) {
         svc__count(sa, SVC_COUNT_STORED);
     } else {

@@ -470,7 +470,7 @@ static int hash_fd(int fd, const char *path, crypto_generichash_state *h,
 }
 
 int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
-                           const uint8_t *data, size_t len, bool publish,
+                           const StoreBlobInfo *known, bool publish,
                            StoreBlobInfo *info, AgError *err)
 {
     if (path == NULL) {
@@ -492,12 +492,7 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
         return rc;
     }
     crypto_generichash_init(&t.h, NULL, 0, 32);
-    if (data != NULL) {
-        /* The caller read the whole file to parse it: hash those bytes
-         * instead of reading them again. */
-        crypto_generichash_update(&t.h, data, len);
-        t.size = len;
-    } else {
+    if (known == NULL) {
         rc = hash_fd(fd, path, &t.h, &t.size, err);
     }
     fchmod(fd, 0440);
@@ -515,7 +510,11 @@ int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
         return rc;
     }
     t.fd = fd;
-    return tmp_commit(&t, publish, info, err);
+    rc = tmp_commit(&t, publish, info, err);
+    if (rc == AG_OK && known != NULL) {
+        *info = *known;
+    }
+    return rc;
 }
 
 int store__blob_publish(StoreBlobs *b, const char *name, AgError *err)
@@ -576,6 +575,24 @@ int store__blob_remove(StoreBlobs *b, const char *name, AgError *err)
         rc = ag_error_errno(err, AG_ERR_IO, "unlink %s", p);
     }
     return rc;
+}
+
+void store__blob_hash_init(StoreBlobHash *h)
+{
+    crypto_generichash_init(&h->h, NULL, 0, 32);
+    h->size = 0;
+}
+
+void store__blob_hash_update(StoreBlobHash *h, const void *p, size_t n)
+{
+    crypto_generichash_update(&h->h, p, n);
+    h->size += n;
+}
+
+void store__blob_hash_final(StoreBlobHash *h, StoreBlobInfo *info)
+{
+    info->size = h->size;
+    finish_hash(&h->h, info);
 }
 
 void store__blob_hash_buffer(const uint8_t *p, size_t n, StoreBlobInfo *info)

@@ -1321,7 +1321,7 @@ static int early_duplicate(Store *s, Job *j, StoreResult *res, bool *done,
     return AG_OK;
 }
 
-static uint64_t max_bytes(const Store *s)
+uint64_t store__max_bytes(const Store *s)
 {
     uint64_t mb = s->cfg.max_instance_bytes_mb ? s->cfg.max_instance_bytes_mb
                                                : 4096;
@@ -1336,6 +1336,9 @@ typedef struct Req {
     StoreIngestDone done;      /* asynchronous: told the verdict */
     void *ctx;
     bool queued;               /* asynchronous: done will come later */
+    /* The bytes' size and checksum when the caller has them (a spool
+     * hashed them as they arrived), else NULL. */
+    const StoreBlobInfo *known;
 } Req;
 
 /* Few instances in flight (or STORE_SYNC_FILES): flushing one's own blob
@@ -1425,7 +1428,11 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
 static int stage(Job *j, AgArena *a, const uint8_t *data, size_t len,
                  const Req *q)
 {
-    store__blob_hash_buffer(data, len, &j->blob);
+    if (q->known != NULL) {
+        j->blob = *q->known;
+    } else {
+        store__blob_hash_buffer(data, len, &j->blob);
+    }
     j->staged = q->done == NULL ? data : ag_arena_memdup(a, data, len);
     j->staged_len = len;
     if (j->staged == NULL) {
@@ -1470,8 +1477,11 @@ static int ingest_mem(Store *s, const uint8_t *data, size_t len,
     AgBuf zbuf;
     ag_buf_init(&zbuf, (size_t)4 << 30);
     const char *ts = store__compress_ts(s);   /* read once: may change */
-    if (ts != NULL && len <= max_bytes(s)) {
+    if (ts != NULL && len <= store__max_bytes(s)) {
         compress_policy(s, ts, &data, &len, &spool, &zbuf);
+        if (data == zbuf.data) {
+            q->known = NULL;   /* re-encoded: not the bytes hashed */
+        }
     }
     int rc = ingest_mem_as_is(s, data, len, spool, what, q);
     ag_buf_deinit(&zbuf);
@@ -1485,9 +1495,9 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
     AgArena *a = NULL;
     Job local, *j = NULL;
     int rc = AG_OK;
-    if (len > max_bytes(s)) {
+    if (len > store__max_bytes(s)) {
         rc = ag_error_set(err, AG_ERR_LIMIT, "instance is larger than %llu "
-                          "bytes", (unsigned long long)max_bytes(s));
+                          "bytes", (unsigned long long)store__max_bytes(s));
     } else if ((a = ag_arena_create(HEADER_BUDGET)) == NULL ||
                (j = new_job(a, &local, q)) == NULL) {
         rc = ag_error_set(err, AG_ERR_NOMEM, "out of memory");
@@ -1508,7 +1518,14 @@ static int ingest_mem_as_is(Store *s, const uint8_t *data, size_t len,
         rc = early_duplicate(s, j, q->res, &done, err);
     }
     if (rc == AG_OK && !done && spool != NULL) {
-        rc = store__blob_put_rename(s->blobs, j->blob_name, spool, data, len,
+        StoreBlobInfo sum;
+        if (q->known == NULL) {
+            /* The caller read the whole file to parse it: hash those
+             * bytes instead of reading them again. */
+            store__blob_hash_buffer(data, len, &sum);
+        }
+        rc = store__blob_put_rename(s->blobs, j->blob_name, spool,
+                                    q->known != NULL ? q->known : &sum,
                                     publish_now(s, j, q), &j->blob, err);
         spool = NULL;   /* consumed either way */
     } else if (rc == AG_OK && !done && stage_now(s, j, len)) {
@@ -1556,14 +1573,14 @@ static int ingest_stream(Store *s, int fd, const char *path, bool take,
         rc = early_duplicate(s, j, q->res, &done, err);
     }
     if (rc == AG_OK && !done && take) {
-        rc = store__blob_put_rename(s->blobs, j->blob_name, path, NULL, 0,
+        rc = store__blob_put_rename(s->blobs, j->blob_name, path, q->known,
                                     publish_now(s, j, q), &j->blob, err);
         take = false;   /* consumed either way */
     } else if (rc == AG_OK && !done) {
         if (lseek(fd, 0, SEEK_SET) != 0) {
             rc = ag_error_errno(err, AG_ERR_IO, "seek %s", path);
         } else {
-            rc = store__blob_put_fd(s->blobs, j->blob_name, fd, max_bytes(s),
+            rc = store__blob_put_fd(s->blobs, j->blob_name, fd, store__max_bytes(s),
                                     publish_now(s, j, q), &j->blob, err);
         }
     }
@@ -1679,6 +1696,31 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
 {
     Req q = {.src = src, .res = res, .err = err};
     return ingest_mem(s, data, len, NULL, NULL, &q);
+}
+
+int store_ingest_spool(Store *s, StoreSpool *sp, const StoreSource *src,
+                       StoreResult *res, AgError *err)
+{
+    StoreBlobInfo sum;
+    int rc = store__spool_finish(sp, &sum, err);
+    Req q = {.src = src, .res = res, .err = err, .known = &sum};
+    const char *file = sp->path[0] != '\0' ? sp->path : NULL;
+    if (rc == AG_OK && sp->in_mem) {
+        /* The file, if any, holds the same bytes: it becomes the blob. */
+        rc = ingest_mem(s, sp->mem.data, sp->mem.len, file, NULL, &q);
+        sp->path[0] = '\0';   /* consumed */
+    } else if (rc == AG_OK) {
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = ag_error_errno(err, AG_ERR_IO, "%s: open", file);
+        } else {
+            rc = ingest_file(s, fd, file, true, &q);
+            sp->path[0] = '\0';   /* consumed */
+            close(fd);
+        }
+    }
+    store_spool_discard(sp);
+    return rc;
 }
 
 static int ingest_fd_async(Store *s, int fd, const char *name, bool take,

@@ -199,6 +199,37 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
 /** Directory for callers that spool incoming data before ingesting it. */
 const char *store_tmp_dir(const Store *s);
 
+/*
+ * A Part 10 file that arrives in pieces (a C-STORE's PDVs), made ready for
+ * ingest while it arrives, so that the work overlaps with the sender's and
+ * ingest neither copies nor reads the bytes again:
+ * - it is hashed (BLAKE2b, the blob checksum) piece by piece;
+ * - it is held in memory while it is small (up to 1 MB: parsed from there);
+ * - past the size the store keeps inside the index (64 KB), it is also
+ *   written to a file in store_tmp_dir(), which becomes its blob by a
+ *   rename; past 1 MB only the file remains (memory stays bounded).
+ * One writer at a time.
+ */
+typedef struct StoreSpool StoreSpool;
+
+/** A new, empty spool for s. */
+int store_spool_open(Store *s, StoreSpool **out, AgError *err);
+/**
+ * Append n bytes.  AG_ERR_LIMIT past the store's maximum instance size,
+ * AG_ERR_IO when the file cannot be written (fault point spool.write),
+ * AG_ERR_NOMEM.  After a failure the spool is spoiled: later writes return
+ * the first failure again, and it can only be discarded.
+ */
+int store_spool_write(StoreSpool *sp, const void *p, size_t n, AgError *err);
+/**
+ * Ingest what was written, as store_ingest_buffer would (blocks until
+ * durable), and free the spool and its file whatever the result.
+ */
+int store_ingest_spool(Store *s, StoreSpool *sp, const StoreSource *src,
+                       StoreResult *res, AgError *err);
+/** Free a spool and remove its file, without ingesting.  NULL: nothing. */
+void store_spool_discard(StoreSpool *sp);
+
 /* ---- events -------------------------------------------------------------- */
 
 typedef struct StoreEvent {

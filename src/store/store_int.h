@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 
 /* ---- blobs (blob.c) ------------------------------------------------------ */
@@ -48,10 +49,10 @@ int store__blob_put_fd(StoreBlobs *b, const char *name, int fd,
                        uint64_t max_bytes, bool publish, StoreBlobInfo *info,
                        AgError *err);
 /* Take a spooled file (same filesystem; consumed whatever the result).
- * data/len: its whole content when the caller holds it (hashed from
- * there), else NULL and the file is read back to hash it. */
+ * known: its size and checksum when the caller has them (hashed as it was
+ * received or read), else NULL and the file is read back to hash it. */
 int store__blob_put_rename(StoreBlobs *b, const char *name, const char *path,
-                           const uint8_t *data, size_t len, bool publish,
+                           const StoreBlobInfo *known, bool publish,
                            StoreBlobInfo *info, AgError *err);
 /* Rename a pending name.tmp to name (fault point blob.rename). */
 int store__blob_publish(StoreBlobs *b, const char *name, AgError *err);
@@ -70,6 +71,15 @@ int store__blob_quarantine(StoreBlobs *b, const char *name, AgError *err);
 /* Absolute path of a blob into out. */
 int store__blob_path(const StoreBlobs *b, const char *name, char *out,
                      size_t cap, AgError *err);
+/* A blob's checksum computed piece by piece, for bytes that arrive in
+ * pieces (spool.c). */
+typedef struct StoreBlobHash {
+    crypto_generichash_state h;
+    uint64_t size;
+} StoreBlobHash;
+void store__blob_hash_init(StoreBlobHash *h);
+void store__blob_hash_update(StoreBlobHash *h, const void *p, size_t n);
+void store__blob_hash_final(StoreBlobHash *h, StoreBlobInfo *info);
 /* Checksum and size of bytes in memory, as a blob of them would have. */
 void store__blob_hash_buffer(const uint8_t *p, size_t n, StoreBlobInfo *info);
 /* Checksum and size of a stored blob. */
@@ -78,6 +88,28 @@ int store__blob_hash(StoreBlobs *b, const char *name, StoreBlobInfo *info,
 /* Call fn for every blob name (relative); fn != 0 stops. */
 int store__blob_walk(StoreBlobs *b, int (*fn)(void *ctx, const char *name),
                      void *ctx, AgError *err);
+
+/* ---- spools (spool.c) ---------------------------------------------------- */
+
+struct StoreSpool {
+    AgBuf mem;                 /* every byte so far, while in_mem */
+    bool in_mem;
+    int fd;                    /* the file, -1 until started */
+    char path[AG_PATH_MAX];    /* "" when there is no file */
+    const char *dir;           /* store_tmp_dir() */
+    uint64_t limit;            /* the store's maximum instance size */
+    uint64_t filed;            /* bytes in the file */
+    uint64_t kicked;           /* bytes whose write-back was started */
+    StoreBlobHash hash;
+    int rc;                    /* the first failure, AG_OK if none */
+    AgError err;
+};
+
+/* Finish the spool for ingest: its file (if any) closed, its checksum in
+ * *sum.  A spoiled spool returns its first failure. */
+int store__spool_finish(StoreSpool *sp, StoreBlobInfo *sum, AgError *err);
+/* The store's maximum instance size in bytes (store.c). */
+uint64_t store__max_bytes(const Store *s);
 
 /* ---- what the index holds of an instance (attrs.c) ---------------------- */
 

@@ -1581,6 +1581,102 @@ static void test_size_limit(void **state)
     assert_disk(1);
 }
 
+/* ---- spools: a file arriving in pieces ----------------------------------- */
+
+/* Feed b into a new spool in pieces of `piece` bytes (a PDV's worth); the
+ * rc of the last write. */
+static int spool_in(const AgBuf *b, size_t piece, StoreSpool **out)
+{
+    assert_int_equal(store_spool_open(store, out, &err), AG_OK);
+    int rc = AG_OK;
+    for (size_t off = 0; off < b->len && rc == AG_OK; off += piece) {
+        size_t n = b->len - off < piece ? b->len - off : piece;
+        rc = store_spool_write(*out, b->data + off, n, &err);
+    }
+    return rc;
+}
+
+/* The stored blob is byte for byte what went in. */
+static void assert_blob_is(const char *sop_uid, const AgBuf *b)
+{
+    StoreInstance in;
+    assert_int_equal(store_instance_open(store, sop_uid, &in, &err), AG_OK);
+    assert_int_equal(in.size, b->len);
+    uint8_t *got = malloc(b->len);
+    assert_non_null(got);
+    assert_int_equal(pread(in.fd, got, b->len, 0), (ssize_t)b->len);
+    assert_memory_equal(got, b->data, b->len);
+    free(got);
+    close(in.fd);
+}
+
+/* Small (staged in the index), past the staging size (a file beside the
+ * memory copy) and past memory's share (the file alone): each is stored
+ * as sent, with the checksum hashed on the way in (agora check agrees),
+ * and nothing is left in tmp/. */
+static void test_spool_every_size(void **state)
+{
+    (void)state;
+    const size_t px[] = {4096, (size_t)600 << 10, (size_t)3 << 20};
+    const int files_while_writing[] = {0, 1, 1};
+    for (int i = 0; i < 3; i++) {
+        Spec sp = spec(1, 1, 1, i);
+        sp.pixel_bytes = px[i];
+        AgBuf b;
+        build(&sp, &b);
+        StoreSpool *spool;
+        assert_int_equal(spool_in(&b, 16384, &spool), AG_OK);
+        assert_int_equal(disk().spool, files_while_writing[i]);
+        StoreResult r;
+        StoreSource src = {.via = "test"};
+        assert_int_equal(store_ingest_spool(store, spool, &src, &r, &err),
+                         AG_OK);
+        assert_int_equal(r.outcome, STORE_STORED);
+        assert_int_equal(disk().spool, 0);
+        assert_blob_is(sp.sop_uid, &b);
+        ag_buf_deinit(&b);
+    }
+    assert_check_clean(3);
+    assert_consistent();
+}
+
+/* A spool past the size limit is spoiled: every later write and the
+ * ingest return the first failure; a discarded spool leaves no file; bytes
+ * that are no DICOM are refused with nothing stored. */
+static void test_spool_limit_discard_and_garbage(void **state)
+{
+    (void)state;
+    store_close(store);
+    StoreConfig cfg = {.data_dir = data_dir, .max_instance_bytes_mb = 1};
+    assert_int_equal(store_open(&cfg, &store, &err), AG_OK);
+    Spec big = spec(1, 1, 1, 0);
+    big.pixel_bytes = (size_t)2 << 20;
+    AgBuf b;
+    build(&big, &b);
+    StoreSpool *spool;
+    assert_int_equal(spool_in(&b, 65536, &spool), AG_ERR_LIMIT);
+    assert_int_equal(store_spool_write(spool, "x", 1, &err), AG_ERR_LIMIT);
+    StoreResult r;
+    assert_int_equal(store_ingest_spool(store, spool, NULL, &r, &err),
+                     AG_ERR_LIMIT);
+    assert_disk(0);
+
+    b.len = (size_t)700 << 10;        /* a file was started: discarded */
+    assert_int_equal(spool_in(&b, 65536, &spool), AG_OK);
+    assert_int_equal(disk().spool, 1);
+    store_spool_discard(spool);
+    store_spool_discard(NULL);
+    assert_disk(0);
+
+    memset(b.data, 'x', b.len);       /* no preamble, no DICM */
+    assert_int_equal(spool_in(&b, 65536, &spool), AG_OK);
+    assert_int_equal(store_ingest_spool(store, spool, NULL, &r, &err),
+                     AG_ERR_PARSE);
+    assert_disk(0);
+    assert_int_equal(count(STORE_LEVEL_INSTANCE, NULL, NULL), 0);
+    ag_buf_deinit(&b);
+}
+
 /* Every allocation failing in turn: each failure is a clean error, leaves
  * nothing behind, and the store keeps working. */
 static void test_ingest_survives_every_oom(void **state)
@@ -2069,6 +2165,8 @@ int main(int argc, char **argv)
         K(test_events),
         K(test_ingest_path_copy_and_take),
         K(test_size_limit),
+        K(test_spool_every_size),
+        K(test_spool_limit_discard_and_garbage),
         K(test_ingest_survives_every_oom),
         D(test_fault_each_point_fails_one_store),
         D(test_fault_every_time),
