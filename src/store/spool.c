@@ -134,6 +134,11 @@ int store_spool_write(StoreSpool *sp, const void *p, size_t n, AgError *err)
     return sp->rc;
 }
 
+uint64_t store_spool_size(const StoreSpool *sp)
+{
+    return sp->hash.size;
+}
+
 int store__spool_finish(StoreSpool *sp, StoreBlobInfo *sum, AgError *err)
 {
     if (sp->rc == AG_OK && sp->in_mem && sp->hash.size > SPOOL_FILE_FROM) {

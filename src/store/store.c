@@ -1698,28 +1698,52 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
     return ingest_mem(s, data, len, NULL, NULL, &q);
 }
 
-int store_ingest_spool(Store *s, StoreSpool *sp, const StoreSource *src,
-                       StoreResult *res, AgError *err)
+/* Ingest a spool's bytes (from memory, or from its file once they
+ * outgrew it) and free it. */
+static int ingest_spool(Store *s, StoreSpool *sp, Req *q)
 {
     StoreBlobInfo sum;
-    int rc = store__spool_finish(sp, &sum, err);
-    Req q = {.src = src, .res = res, .err = err, .known = &sum};
+    int rc = store__spool_finish(sp, &sum, q->err);
+    q->known = &sum;
     const char *file = sp->path[0] != '\0' ? sp->path : NULL;
     if (rc == AG_OK && sp->in_mem) {
         /* The file, if any, holds the same bytes: it becomes the blob. */
-        rc = ingest_mem(s, sp->mem.data, sp->mem.len, file, NULL, &q);
+        rc = ingest_mem(s, sp->mem.data, sp->mem.len, file, NULL, q);
         sp->path[0] = '\0';   /* consumed */
     } else if (rc == AG_OK) {
         int fd = open(file, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
-            rc = ag_error_errno(err, AG_ERR_IO, "%s: open", file);
+            rc = ag_error_errno(q->err, AG_ERR_IO, "%s: open", file);
         } else {
-            rc = ingest_file(s, fd, file, true, &q);
+            rc = ingest_file(s, fd, file, true, q);
             sp->path[0] = '\0';   /* consumed */
             close(fd);
         }
     }
+    q->known = NULL;
     store_spool_discard(sp);
+    return rc;
+}
+
+int store_ingest_spool(Store *s, StoreSpool *sp, const StoreSource *src,
+                       StoreResult *res, AgError *err)
+{
+    Req q = {.src = src, .res = res, .err = err};
+    return ingest_spool(s, sp, &q);
+}
+
+int store_ingest_spool_async(Store *s, StoreSpool *sp, const StoreSource *src,
+                             StoreIngestDone done, void *ctx)
+{
+    StoreResult res;
+    AgError err;
+    ag_error_clear(&err);
+    Req q = {.src = src, .res = &res, .err = &err, .done = done, .ctx = ctx};
+    int rc = ingest_spool(s, sp, &q);
+    if (!q.queued) {
+        /* Decided before anything was queued: a failure or a duplicate. */
+        done(ctx, rc, rc == AG_OK ? &res : NULL, rc == AG_OK ? NULL : &err);
+    }
     return rc;
 }
 

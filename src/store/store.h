@@ -200,7 +200,8 @@ int store_ingest_buffer(Store *s, const uint8_t *data, size_t len,
 const char *store_tmp_dir(const Store *s);
 
 /*
- * A Part 10 file that arrives in pieces (a C-STORE's PDVs), made ready for
+ * A Part 10 file that arrives in pieces (a C-STORE's PDVs, a STOW-RS
+ * part), made ready for
  * ingest while it arrives, so that the work overlaps with the sender's and
  * ingest neither copies nor reads the bytes again:
  * - it is hashed (BLAKE2b, the blob checksum) piece by piece;
@@ -221,12 +222,21 @@ int store_spool_open(Store *s, StoreSpool **out, AgError *err);
  * the first failure again, and it can only be discarded.
  */
 int store_spool_write(StoreSpool *sp, const void *p, size_t n, AgError *err);
+/** Bytes written so far. */
+uint64_t store_spool_size(const StoreSpool *sp);
 /**
  * Ingest what was written, as store_ingest_buffer would (blocks until
  * durable), and free the spool and its file whatever the result.
  */
 int store_ingest_spool(Store *s, StoreSpool *sp, const StoreSource *src,
                        StoreResult *res, AgError *err);
+/**
+ * Like store_ingest_spool, without waiting for the group commit (see
+ * store_ingest_path_async): the spool is consumed before this returns,
+ * and done is called once with the verdict.
+ */
+int store_ingest_spool_async(Store *s, StoreSpool *sp, const StoreSource *src,
+                             StoreIngestDone done, void *ctx);
 /** Free a spool and remove its file, without ingesting.  NULL: nothing. */
 void store_spool_discard(StoreSpool *sp);
 

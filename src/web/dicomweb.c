@@ -5,8 +5,10 @@
  * QIDO-RS shares store_query() with C-FIND.  WADO-RS streams instances from
  * their blobs in a multipart/related body (bounded memory whatever the
  * study's size) and answers /metadata from the per-instance DICOM JSON
- * built at ingest.  STOW-RS streams each part to a spool file that the
- * ingest pipeline renames into the blob store.
+ * built at ingest.  STOW-RS streams each application/dicom part into a
+ * StoreSpool (hashed as it arrives; small parts stay in memory, larger
+ * ones go to a file the ingest pipeline renames into the blob store) and
+ * bulk data parts to spool files until their metadata is read.
  */
 #include "web_int.h"
 #include "codec/codec.h"
@@ -1980,7 +1982,8 @@ typedef struct Stow {
     const char *study;     /* /studies/{uid} form, or NULL */
     bool json;             /* type=application/dicom+json */
     PartKind kind;         /* of the current part */
-    int fd;
+    StoreSpool *spool;     /* the current application/dicom part */
+    int fd;                /* the current bulk data part's file */
     char tmp[AG_PATH_MAX];
     AgBuf meta;            /* the current metadata part */
     StowDoc *docs;
@@ -2027,6 +2030,7 @@ static void stow_free(void *p)
     stow_wait(s, 0);   /* an aborted request: its parts still report */
     pthread_cond_destroy(&s->idle);
     pthread_mutex_destroy(&s->lock);
+    store_spool_discard(s->spool);
     if (s->fd >= 0) {
         close(s->fd);
         unlink(s->tmp);
@@ -2156,7 +2160,8 @@ static int part_begin(void *ctx, const WebPartHeaders *h, AgError *err)
         ag_buf_reset(&s->meta);
         return AG_OK;
     case PART_DICOM:
-        return spool_open(s, err);
+        /* Hashed, and kept in memory or written out, as it arrives. */
+        return store_spool_open(web__store(s->r), &s->spool, err);
     case PART_BULK: {
         int rc = spool_open(s, err);
         if (rc == AG_OK) {
@@ -2189,6 +2194,14 @@ static int part_data(void *ctx, const uint8_t *d, size_t n, AgError *err)
         int rc = ag_buf_append(&s->meta, d, n);
         return rc == AG_OK ? AG_OK
                            : ag_error_set(err, rc, "metadata: out of memory");
+    }
+    if (s->kind == PART_DICOM) {
+        /* A failure (disk full, too large) spoils the spool, which keeps
+         * it: this part is then refused at its end, the others go on. */
+        if (s->spool != NULL) {
+            (void)store_spool_write(s->spool, d, n, NULL);
+        }
+        return AG_OK;
     }
     if (s->fd < 0 || s->kind == PART_SKIP) {
         return AG_OK;
@@ -2255,34 +2268,33 @@ static int part_end(void *ctx, AgError *err)
         s->json_bytes += len;
         return AG_OK;
     }
+    if (s->kind == PART_DICOM && s->spool != NULL) {
+        StoreSpool *sp = s->spool;
+        s->spool = NULL;   /* consumed below, whatever the verdict */
+        if (store_spool_size(sp) <= STOW_ASYNC_MAX) {
+            stow_wait(s, STOW_IN_FLIGHT - 1);
+            pthread_mutex_lock(&s->lock);
+            s->pending++;
+            pthread_mutex_unlock(&s->lock);
+            store_ingest_spool_async(web__store(s->r), sp, &s->src,
+                                     stow_done, s);
+            return AG_OK;
+        }
+        StoreResult res;
+        AgError ierr;
+        int rc = store_ingest_spool(web__store(s->r), sp, &s->src, &res,
+                                    &ierr);
+        stow_verdict(s, rc, &res, &ierr);
+        return AG_OK;
+    }
     if (s->fd < 0 || s->kind == PART_SKIP) {
         return AG_OK;
     }
     close(s->fd);
     s->fd = -1;
-    if (s->kind == PART_BULK) {
-        struct stat st;
-        StowBulk *b = &s->bulk[s->nbulk - 1];
-        b->size = stat(b->path, &st) == 0 ? (uint64_t)st.st_size : 0;
-        return AG_OK;
-    }
     struct stat st;
-    if (stat(s->tmp, &st) == 0 && (uint64_t)st.st_size <= STOW_ASYNC_MAX) {
-        stow_wait(s, STOW_IN_FLIGHT - 1);
-        pthread_mutex_lock(&s->lock);
-        s->pending++;
-        pthread_mutex_unlock(&s->lock);
-        /* Renamed into the blob store (or removed) before this returns:
-         * the spool file is consumed, not copied. */
-        store_ingest_path_async(web__store(s->r), s->tmp, true, &s->src,
-                                stow_done, s);
-        return AG_OK;
-    }
-    StoreResult res;
-    AgError ierr;
-    int rc = store_ingest_path(web__store(s->r), s->tmp, true, &s->src, &res,
-                               &ierr);
-    stow_verdict(s, rc, &res, &ierr);
+    StowBulk *b = &s->bulk[s->nbulk - 1];
+    b->size = stat(b->path, &st) == 0 ? (uint64_t)st.st_size : 0;
     return AG_OK;
 }
 

@@ -242,6 +242,31 @@ def test_stow_many_parts_share_commits(web, tmp_path):
     assert data == open(files[79], "rb").read()
 
 
+def test_stow_parts_of_every_size(web, tmp_path):
+    """Parts kept in memory and staged (~40 KB), written beside memory
+    (~600 KB) and written only to their file (~2.5 MB): each is stored
+    byte for byte, and nothing stays in D/tmp."""
+    study = "1.2.826.0.1.3680043.10.1447.99.79.1"
+    files = series_files(tmp_path, study, 3)
+    for f, side in zip(files[1:], (384, 1100)):
+        d = pydicom.dcmread(f)
+        d.Rows = d.Columns = side
+        d.PixelData = bytes(k % 253 for k in range(side * side * 2))
+        d.save_as(f, write_like_original=False)
+    sizes = [os.path.getsize(f) for f in files]
+    assert sizes[0] < 64 << 10 < sizes[1] < 1 << 20 < sizes[2]
+    body, ct = multipart_body(files)
+    r = requests.post(web.base + "/dicom-web/studies", data=body, timeout=60,
+                      headers={"Content-Type": ct, "Accept": "application/dicom+json"})
+    assert r.status_code == 200, r.text
+    assert os.listdir(os.path.join(web.data, "tmp")) == []
+    for i, f in enumerate(files):
+        w = requests.get(f"{web.base}/dicom-web/studies/{study}/series/"
+                         f"{study}.1/instances/{study}.1.{i + 1}", timeout=30)
+        (_, data), = parse_multipart(w)
+        assert data == open(f, "rb").read()
+
+
 def test_stow_client_gone_mid_request(web, tmp_path):
     """A client that goes away after some parts: the server stays up, what
     it acknowledged internally is whole, and the next request works."""
