@@ -1640,6 +1640,92 @@ static void test_spool_every_size(void **state)
     assert_consistent();
 }
 
+/* Verdicts of asynchronous ingests, as they come (any thread). */
+typedef struct Verdicts {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int n, ok, stored, duplicates;
+} Verdicts;
+
+static void verdict(void *ctx, int rc, const StoreResult *res,
+                    const AgError *e)
+{
+    Verdicts *v = ctx;
+    (void)e;
+    pthread_mutex_lock(&v->lock);
+    v->n++;
+    if (rc == AG_OK) {
+        v->ok++;
+        v->stored += res->outcome == STORE_STORED;
+        v->duplicates += res->outcome == STORE_DUPLICATE;
+    }
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* Entries of tmp/ named spool-* (a blob waiting for the settler is there
+ * too, as name.tmp). */
+static int spool_files(void)
+{
+    char p[256];
+    ag_fmt(p, sizeof p, "%s/tmp", data_dir);
+    DIR *d = opendir(p);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += strncmp(e->d_name, "spool-", 6) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The asynchronous form: the spool is consumed when the call returns (its
+ * file renamed, to wait as the blob's name.tmp), and each verdict comes
+ * exactly once — a duplicate's in the calling thread, before the call
+ * returns. */
+static void test_spool_async(void **state)
+{
+    (void)state;
+    Verdicts v = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                  .cv = PTHREAD_COND_INITIALIZER};
+    const size_t px[] = {4096, (size_t)600 << 10, (size_t)3 << 20};
+    AgBuf first;
+    for (int i = 0; i < 3; i++) {
+        Spec sp = spec(1, 1, 1, i);
+        sp.pixel_bytes = px[i];
+        AgBuf b;
+        build(&sp, &b);
+        StoreSpool *spool;
+        assert_int_equal(spool_in(&b, 16384, &spool), AG_OK);
+        assert_int_equal(spool_files(), i > 0);
+        store_ingest_spool_async(store, spool, NULL, verdict, &v);
+        assert_int_equal(spool_files(), 0);
+        if (i == 0) {
+            first = b;
+        } else {
+            ag_buf_deinit(&b);
+        }
+    }
+    pthread_mutex_lock(&v.lock);
+    while (v.n < 3) {
+        pthread_cond_wait(&v.cv, &v.lock);
+    }
+    pthread_mutex_unlock(&v.lock);
+    assert_int_equal(v.stored, 3);
+
+    StoreSpool *again;                 /* the first one again */
+    assert_int_equal(spool_in(&first, 16384, &again), AG_OK);
+    store_ingest_spool_async(store, again, NULL, verdict, &v);
+    pthread_mutex_lock(&v.lock);
+    assert_int_equal(v.n, 4);          /* told before the call returned */
+    assert_int_equal(v.duplicates, 1);
+    pthread_mutex_unlock(&v.lock);
+    ag_buf_deinit(&first);
+    assert_disk(3);
+    assert_check_clean(3);
+}
+
 /* A spool past the size limit is spoiled: every later write and the
  * ingest return the first failure; a discarded spool leaves no file; bytes
  * that are no DICOM are refused with nothing stored. */
@@ -2166,6 +2252,7 @@ int main(int argc, char **argv)
         K(test_ingest_path_copy_and_take),
         K(test_size_limit),
         K(test_spool_every_size),
+        K(test_spool_async),
         K(test_spool_limit_discard_and_garbage),
         K(test_ingest_survives_every_oom),
         D(test_fault_each_point_fails_one_store),
