@@ -1580,8 +1580,9 @@ static int ingest_stream(Store *s, int fd, const char *path, bool take,
         if (lseek(fd, 0, SEEK_SET) != 0) {
             rc = ag_error_errno(err, AG_ERR_IO, "seek %s", path);
         } else {
-            rc = store__blob_put_fd(s->blobs, j->blob_name, fd, store__max_bytes(s),
-                                    publish_now(s, j, q), &j->blob, err);
+            rc = store__blob_put_fd(s->blobs, j->blob_name, fd,
+                                    store__max_bytes(s), publish_now(s, j, q),
+                                    &j->blob, err);
         }
     }
     if (take) {

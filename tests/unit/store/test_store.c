@@ -1554,12 +1554,18 @@ static void test_ingest_path_copy_and_take(void **state)
     assert_check_clean(2);
 }
 
-static void test_size_limit(void **state)
+/* The store opened again with instances limited to 1 MB. */
+static void reopen_limited_to_1mb(void)
 {
-    (void)state;
     store_close(store);
     StoreConfig cfg = {.data_dir = data_dir, .max_instance_bytes_mb = 1};
     assert_int_equal(store_open(&cfg, &store, &err), AG_OK);
+}
+
+static void test_size_limit(void **state)
+{
+    (void)state;
+    reopen_limited_to_1mb();
     Spec big = spec(1, 1, 1, 0);
     big.pixel_bytes = (1 << 20) + 4096;
     AgBuf b;
@@ -1732,9 +1738,7 @@ static void test_spool_async(void **state)
 static void test_spool_limit_discard_and_garbage(void **state)
 {
     (void)state;
-    store_close(store);
-    StoreConfig cfg = {.data_dir = data_dir, .max_instance_bytes_mb = 1};
-    assert_int_equal(store_open(&cfg, &store, &err), AG_OK);
+    reopen_limited_to_1mb();
     Spec big = spec(1, 1, 1, 0);
     big.pixel_bytes = (size_t)2 << 20;
     AgBuf b;
