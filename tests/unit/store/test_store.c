@@ -1602,6 +1602,23 @@ static int spool_in(const AgBuf *b, size_t piece, StoreSpool **out)
     return rc;
 }
 
+/* The sizes the spool treats differently: staged in the index, a file
+ * beside memory, the file alone. */
+static const size_t spool_sizes[] = {4096, (size_t)600 << 10,
+                                     (size_t)3 << 20};
+
+/* Instance i of spool_sizes built into *b and fed to a new spool in
+ * PDV-sized pieces. */
+static StoreSpool *spooled(int i, AgBuf *b, Spec *sp)
+{
+    *sp = spec(1, 1, 1, i);
+    sp->pixel_bytes = spool_sizes[i];
+    build(sp, b);
+    StoreSpool *spool;
+    assert_int_equal(spool_in(b, 16384, &spool), AG_OK);
+    return spool;
+}
+
 /* The stored blob is byte for byte what went in. */
 static void assert_blob_is(const char *sop_uid, const AgBuf *b)
 {
@@ -1623,15 +1640,11 @@ static void assert_blob_is(const char *sop_uid, const AgBuf *b)
 static void test_spool_every_size(void **state)
 {
     (void)state;
-    const size_t px[] = {4096, (size_t)600 << 10, (size_t)3 << 20};
     const int files_while_writing[] = {0, 1, 1};
     for (int i = 0; i < 3; i++) {
-        Spec sp = spec(1, 1, 1, i);
-        sp.pixel_bytes = px[i];
+        Spec sp;
         AgBuf b;
-        build(&sp, &b);
-        StoreSpool *spool;
-        assert_int_equal(spool_in(&b, 16384, &spool), AG_OK);
+        StoreSpool *spool = spooled(i, &b, &sp);
         assert_int_equal(disk().spool, files_while_writing[i]);
         StoreResult r;
         StoreSource src = {.via = "test"};
@@ -1695,15 +1708,11 @@ static void test_spool_async(void **state)
     (void)state;
     Verdicts v = {.lock = PTHREAD_MUTEX_INITIALIZER,
                   .cv = PTHREAD_COND_INITIALIZER};
-    const size_t px[] = {4096, (size_t)600 << 10, (size_t)3 << 20};
     AgBuf first;
     for (int i = 0; i < 3; i++) {
-        Spec sp = spec(1, 1, 1, i);
-        sp.pixel_bytes = px[i];
+        Spec sp;
         AgBuf b;
-        build(&sp, &b);
-        StoreSpool *spool;
-        assert_int_equal(spool_in(&b, 16384, &spool), AG_OK);
+        StoreSpool *spool = spooled(i, &b, &sp);
         assert_int_equal(spool_files(), i > 0);
         store_ingest_spool_async(store, spool, NULL, verdict, &v);
         assert_int_equal(spool_files(), 0);
