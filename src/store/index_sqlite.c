@@ -156,6 +156,18 @@ static const char *const MIGRATIONS[] = {
      * forgets them nor drops a send half done: doc is the job as JSON;
      * sops its SOP Instance UIDs, one per line, while it is active. */
     "CREATE TABLE jobs (id INTEGER PRIMARY KEY, doc TEXT NOT NULL, sops TEXT);",
+    /* 7: the modality worklist (worklist.c): one scheduled procedure step
+     * per row, json its DICOM JSON; the other columns are copies of the
+     * keys modalities filter on, so a C-FIND reads only candidates; ids
+     * are never reused (AUTOINCREMENT): an audit record names one. */
+    "CREATE TABLE worklist ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  start_date TEXT NOT NULL, start_time TEXT,"
+    "  modality TEXT, station_aet TEXT, patient_id TEXT, accession TEXT,"
+    "  study_uid TEXT NOT NULL,"
+    "  dept_pk INTEGER REFERENCES departments(id) ON DELETE SET NULL,"
+    "  json TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX worklist_date ON worklist(start_date, start_time);",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

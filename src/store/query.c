@@ -791,6 +791,12 @@ static bool match_element(const DicomDataset *kds, const DicomElement *k,
     return false;
 }
 
+bool store__match_keys(const DicomDataset *keys, const DicomDataset *ds,
+                       bool fuzzy, AgArena *a)
+{
+    return match_item(keys, ds, fuzzy, a);
+}
+
 /* The keys the index does not hold, against the metadata document. */
 static bool match_extras(const DicomDataset *keys, const DicomDataset *meta,
                          bool fuzzy, AgArena *a)
@@ -809,9 +815,8 @@ static bool match_extras(const DicomDataset *keys, const DicomDataset *meta,
 /* Put the stored value of key k into the response out: the element for
  * plain keys; for a sequence, each stored item reduced to the keys of the
  * key's item (C.2.2.2.6). */
-static int copy_return(DicomDataset *out, const DicomDataset *kds,
-                       const DicomElement *k, const DicomDataset *sds,
-                       AgArena *a)
+int store__copy_return(DicomDataset *out, const DicomElement *k,
+                       const DicomDataset *sds, AgArena *a)
 {
     const DicomElement *s = dicom_dataset_find(sds, k->tag);
     if (s == NULL) {
@@ -843,11 +848,10 @@ static int copy_return(DicomDataset *out, const DicomDataset *kds,
         for (size_t j = 0; rc == AG_OK && j < n; j++) {
             const DicomElement *kk = dicom_dataset_at(want, j);
             if (!skip_key(kk->tag)) {
-                rc = copy_return(item, want, kk, s->items[i], a);
+                rc = store__copy_return(item, kk, s->items[i], a);
             }
         }
     }
-    (void)kds;
     return rc;
 }
 
@@ -946,7 +950,7 @@ static int emit_row(void *ctx, int ncol, const char *const *vals)
     for (size_t k = 0; meta != NULL && k < nk && rc == AG_OK; k++) {
         const DicomElement *key = dicom_dataset_at(r->q->keys, k);
         if (!skip_key(key->tag) && find_attr(key->tag) == NULL) {
-            rc = copy_return(ds, r->q->keys, key, meta, a);
+            rc = store__copy_return(ds, key, meta, a);
         }
     }
     if (rc != AG_OK) {

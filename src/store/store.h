@@ -464,6 +464,70 @@ int store_node_get(Store *s, const char *aet, StoreNode *out, AgError *err);
 int store_node_list(Store *s, int (*fn)(void *ctx, const StoreNode *n),
                     void *ctx, AgError *err);
 
+/* ---- Modality Worklist (worklist.c; PS3.4 K) ------------------------------ */
+
+/*
+ * The scheduled procedure steps modalities fetch with C-FIND on the
+ * Modality Worklist Information Model (PS3.4 K.6), so that the technologist
+ * picks the patient from a list instead of typing names and IDs.  Each item
+ * is ONE Scheduled Procedure Step, kept as a DICOM JSON object (PS3.18 F,
+ * UTF-8): patient, visit, imaging service request and requested procedure
+ * attributes, and a Scheduled Procedure Step Sequence (0040,0100) of exactly
+ * one item (K.6.1.2.2: a response carries one step).  Items come from the
+ * REST API and `agora worklist`; an item may belong to a department.
+ *
+ * Scope: an archive-wide caller sees every item; a caller limited to
+ * departments sees the items of those departments only (an item without a
+ * department is the imaging team's own).
+ */
+typedef struct StoreWorklistItem {
+    int64_t id;
+    const char *json;          /* the item, DICOM JSON */
+    const char *department;    /* its department's name, "" for none */
+    int64_t created_at;        /* seconds since the epoch */
+} StoreWorklistItem;
+
+/**
+ * Check and add one item given as DICOM JSON; *id (may be NULL) gets its
+ * id.  Required (PS3.4 K.6-1 Type 1, AG_ERR_INVALID naming the attribute
+ * otherwise): Patient's Name and Patient ID, and in the one Scheduled
+ * Procedure Step item Modality, Scheduled Station AE Title and the
+ * step's start date and time (valid DA and TM).  Study Instance UID,
+ * Scheduled Procedure Step ID and Requested Procedure ID are made up
+ * when absent.  department: a department's name, or NULL/"" for none
+ * (AG_ERR_NOTFOUND if there is no such department).
+ */
+int store_worklist_add(Store *s, const char *json, size_t len,
+                       const char *department, int64_t *id, AgError *err);
+/** One item in scope; AG_ERR_NOTFOUND if absent or out of scope.  The
+ *  item passed to fn lives only during the call. */
+int store_worklist_get(Store *s, const StoreScope *scope, int64_t id,
+                       int (*fn)(void *ctx, const StoreWorklistItem *it),
+                       void *ctx, AgError *err);
+/** The items in scope, by scheduled date and time; fn != 0 stops. */
+int store_worklist_list(Store *s, const StoreScope *scope,
+                        int (*fn)(void *ctx, const StoreWorklistItem *it),
+                        void *ctx, AgError *err);
+/** Remove one item in scope; AG_ERR_NOTFOUND if absent or out of scope. */
+int store_worklist_remove(Store *s, const StoreScope *scope, int64_t id,
+                          AgError *err);
+/** Remove every item scheduled before date (YYYYMMDD); *n (may be NULL)
+ *  gets how many. */
+int store_worklist_purge(Store *s, const char *date, uint64_t *n,
+                         AgError *err);
+/**
+ * C-FIND on the worklist: every item in scope whose attributes match keys
+ * (PS3.4 K.2.2.1: the C.2.2.2 rules, sequence matching on the Scheduled
+ * Procedure Step Sequence; person names case-insensitive when fuzzy) is
+ * passed to fn as the response identifier: Specific Character Set ISO_IR
+ * 192 and every key of keys, with the item's value or empty (a sequence
+ * key with an empty item returns the whole sequence).  At most 1,000
+ * matches, by scheduled date and time.  fn != 0 stops.
+ */
+int store_worklist_find(Store *s, const DicomDataset *keys,
+                        const StoreScope *scope, bool fuzzy,
+                        StoreMatchFn fn, void *ctx, AgError *err);
+
 /* ---- run-time settings (settings.c) ------------------------------------ */
 
 /*

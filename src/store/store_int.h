@@ -284,6 +284,17 @@ int store__blob_hash_any(Store *s, const char *name, StoreBlobInfo *info,
  * SOP Instance UID is indexed with another blob. */
 int store__reindex_blob(Store *s, const char *name, AgError *err);
 
+/* ---- matching a data set (query.c; the worklist shares it) -------------- */
+
+/* Whether every non-empty key of keys matches ds (PS3.4 C.2.2.2, sequence
+ * matching included; person names case-insensitive when fuzzy). */
+bool store__match_keys(const DicomDataset *keys, const DicomDataset *ds,
+                       bool fuzzy, AgArena *a);
+/* Put ds's value of key k into out (for a sequence key, each stored item
+ * reduced to the keys of k's item); nothing when ds lacks it. */
+int store__copy_return(DicomDataset *out, const DicomElement *k,
+                       const DicomDataset *ds, AgArena *a);
+
 /* Open the SQLite index at path (migrations applied). */
 int store__index_sqlite_open(const char *path, bool read_only,
                              StoreIndex **out, AgError *err);
