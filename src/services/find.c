@@ -1,7 +1,8 @@
 /*
- * find.c — Query/Retrieve C-FIND SCP, Patient Root and Study Root
- * information models (PS3.4 C.4.1, C.6).  Matching is store_query(), the
- * same implementation QIDO-RS uses.
+ * find.c — C-FIND SCP: Query/Retrieve in the Patient Root and Study Root
+ * information models (PS3.4 C.4.1, C.6), matched by store_query(), the
+ * same implementation QIDO-RS uses; and the Modality Worklist information
+ * model (PS3.4 K.4.1, K.6), matched by store_worklist_find().
  */
 #include "svc_int.h"
 
@@ -12,7 +13,8 @@
 bool svc__is_find_class(const char *uid)
 {
     return strcmp(uid, SVC_PATIENT_ROOT_FIND) == 0 ||
-           strcmp(uid, SVC_STUDY_ROOT_FIND) == 0;
+           strcmp(uid, SVC_STUDY_ROOT_FIND) == 0 ||
+           strcmp(uid, SVC_WORKLIST_FIND) == 0;
 }
 
 static int collect(void *ctx, const uint8_t *data, size_t len, AgError *err)
@@ -128,12 +130,14 @@ int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err)
     }
     bool patient_root = strcmp(m->cmd.affected_class,
                                SVC_PATIENT_ROOT_FIND) == 0;
+    /* The worklist model has no Query/Retrieve Level (PS3.4 K.6.1.1). */
+    bool worklist = strcmp(m->cmd.affected_class, SVC_WORKLIST_FIND) == 0;
     StoreLevel level = STORE_LEVEL_STUDY;
     if (status == DIMSE_SUCCESS && !(sa->who.verbs & ACCESS_VIEW)) {
         status = DIMSE_NOT_AUTHORIZED;   /* PS3.7 C.5: 0124H */
         ag_error_set(&qerr, AG_ERR_DENIED, "%s may not query",
                      sa->who.name);
-    } else if (status == DIMSE_SUCCESS &&
+    } else if (status == DIMSE_SUCCESS && !worklist &&
         !svc__query_level(id, patient_root, &level, a)) {
         status = DIMSE_ERROR_DATASET_MISMATCH;
         ag_error_set(&qerr, AG_ERR_INVALID, "Query/Retrieve Level (0008,0052) "
@@ -147,8 +151,11 @@ int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err)
                         .patient_root = patient_root, .hierarchical = true,
                         .fuzzy = svc__fuzzy_names(sa),
                         .scope = svc__scope(sa)};
-        int qrc = store_query(svc__store_of(sa), &q, send_match, &f, NULL,
-                              &qerr);
+        int qrc = worklist
+                      ? store_worklist_find(svc__store_of(sa), id, q.scope,
+                                            q.fuzzy, send_match, &f, &qerr)
+                      : store_query(svc__store_of(sa), &q, send_match, &f,
+                                    NULL, &qerr);
         AuditEvent aev = {.event = AUDIT_QUERY, .action = 'E',
                           .outcome = qrc == AG_OK ? AUDIT_SUCCESS
                                                   : AUDIT_MINOR_FAILURE,

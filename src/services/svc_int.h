@@ -65,6 +65,8 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err);
 #define SVC_STUDY_ROOT_FIND "1.2.840.10008.5.1.4.1.2.2.1"
 #define SVC_STUDY_ROOT_MOVE "1.2.840.10008.5.1.4.1.2.2.2"
 #define SVC_STUDY_ROOT_GET "1.2.840.10008.5.1.4.1.2.2.3"
+/* Modality Worklist Information Model - FIND (PS3.4 K.6.1) */
+#define SVC_WORKLIST_FIND "1.2.840.10008.5.1.4.31"
 
 int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err);
 bool svc__is_find_class(const char *uid);
