@@ -27,6 +27,10 @@
  *   DELETE /api/v1/tokens/{id}
  *   GET    /api/v1/settings, PUT /api/v1/settings {"duplicates", ...}
  *                                                               (admin)
+ *   GET    /api/v1/worklist, GET /api/v1/worklist/{id}         (view)
+ *   POST   /api/v1/worklist  {"item": DICOM JSON, "department"} (upload)
+ *   DELETE /api/v1/worklist/{id}                               (upload)
+ *   DELETE /api/v1/worklist?before=YYYYMMDD                     (admin)
  */
 #include "web_int.h"
 
@@ -796,6 +800,276 @@ static enum MHD_Result tokens(WebRequest *r, char **seg, int n,
     return web__json_error(r, 404, "not found", "no such resource");
 }
 
+/* ---- Modality Worklist (store.h; PS3.4 K) ------------------------------- */
+
+/* An item as the API shows it: {"id", "department", "created", "item"},
+ * the item parsed back from its DICOM JSON.  NULL when out of memory. */
+static json_t *worklist_json(const StoreWorklistItem *it)
+{
+    json_t *item = json_loads(it->json, 0, NULL);
+    if (item == NULL) {
+        return NULL;
+    }
+    json_t *o = json_pack("{s:I, s:I, s:o}", "id", (json_int_t)it->id,
+                          "created", (json_int_t)it->created_at, "item",
+                          item);
+    if (o != NULL && it->department[0] != '\0') {
+        json_object_set_new(o, "department", json_string(it->department));
+    }
+    return o;
+}
+
+typedef struct WorklistRows {
+    json_t *arr;
+    bool failed;
+} WorklistRows;
+
+static int worklist_row(void *ctx, const StoreWorklistItem *it)
+{
+    WorklistRows *w = ctx;
+    json_t *o = worklist_json(it);
+    if (o == NULL || json_array_append_new(w->arr, o) != 0) {
+        w->failed = true;
+        return 1;
+    }
+    return 0;
+}
+
+static int worklist_one(void *ctx, const StoreWorklistItem *it)
+{
+    json_t **out = ctx;
+    *out = worklist_json(it);
+    return 0;
+}
+
+/* The first value of an element of a DICOM JSON object (PS3.18 F.2), a
+ * person name by its Alphabetic group; NULL when absent.  For the audit
+ * trail, which names the item's patient. */
+static const char *dj_value(json_t *item, const char *tag)
+{
+    json_t *v = json_array_get(json_object_get(json_object_get(item, tag),
+                                               "Value"), 0);
+    return json_is_object(v) ? jstr(v, "Alphabetic") : json_string_value(v);
+}
+
+/* {id} of /api/v1/worklist/{id}: a positive integer, else 0. */
+static int64_t worklist_id(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 18 || strspn(s, "0123456789") != len) {
+        return 0;
+    }
+    return strtoll(s, NULL, 10);
+}
+
+/* Get item id in the caller's scope into *out: AG_OK, AG_ERR_NOTFOUND,
+ * AG_ERR_NOMEM. */
+static int worklist_fetch(WebRequest *r, int64_t id, json_t **out,
+                          AgError *err)
+{
+    *out = NULL;
+    int rc = store_worklist_get(web__store(r), &r->who.scope, id,
+                                worklist_one, out, err);
+    if (rc == AG_OK && *out == NULL) {
+        rc = ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    return rc;
+}
+
+static enum MHD_Result worklist_list(WebRequest *r)
+{
+    WorklistRows w = {.arr = json_array()};
+    AgError err;
+    if (w.arr == NULL) {
+        return web__json_error(r, 500, "internal error", "out of memory");
+    }
+    if (store_worklist_list(web__store(r), &r->who.scope, worklist_row, &w,
+                            &err) != AG_OK) {
+        json_decref(w.arr);
+        return send_error(r, &err);
+    }
+    if (w.failed) {
+        json_decref(w.arr);
+        return web__json_error(r, 500, "internal error", "out of memory");
+    }
+    web__audit_query(r, "worklist", NULL);
+    return send_json(r, 200, w.arr);
+}
+
+static enum MHD_Result worklist_get(WebRequest *r, int64_t id)
+{
+    json_t *o = NULL;
+    AgError err;
+    if (worklist_fetch(r, id, &o, &err) != AG_OK) {
+        return send_error(r, &err);   /* out of scope: 404 like absent */
+    }
+    json_t *item = json_object_get(o, "item");
+    web__audit_order(r, 'R', dj_value(item, "00100020"),
+                     dj_value(item, "00100010"), 0,
+                     ag_arena_printf(r->arena, "worklist item %" PRId64,
+                                     id));
+    return send_json(r, 200, o);
+}
+
+/* Why the caller may not add an item to dept, or NULL when it may: an
+ * archive-wide caller adds anywhere (or nowhere), one limited to
+ * departments only to one of its own, so that it can see the item. */
+static const char *worklist_dept_refusal(WebRequest *r, const char *dept)
+{
+    if (r->who.scope.all) {
+        return NULL;
+    }
+    if (dept == NULL || dept[0] == '\0') {
+        return "give \"department\": one of yours";
+    }
+    json_t *me = access_principal_json(web__access(r), &r->who), *d;
+    bool mine = false;
+    size_t i;
+    json_array_foreach(json_object_get(me, "departments"), i, d) {
+        mine |= json_is_string(d) && strcmp(json_string_value(d), dept) == 0;
+    }
+    json_decref(me);
+    return mine ? NULL : "not one of your departments";
+}
+
+/* The AgError of store_worklist_add as HTTP: every refusal is about a
+ * field of the request, an unknown department included. */
+static enum MHD_Result worklist_add_error(WebRequest *r, const AgError *err)
+{
+    if (err->code == AG_ERR_INVALID || err->code == AG_ERR_NOTFOUND) {
+        return web__json_error(r, 400, "bad request", err->msg);
+    }
+    return send_error(r, err);
+}
+
+/* POST /api/v1/worklist {"item": {DICOM JSON}, "department": name}. */
+static enum MHD_Result worklist_add(WebRequest *r, json_t *body)
+{
+    if (!web__can(r, ACCESS_UPLOAD)) {
+        return web__forbidden(r, "adding to the worklist needs the upload "
+                              "verb");
+    }
+    json_t *item = json_object_get(body, "item");
+    json_t *dj = json_object_get(body, "department");
+    if (!json_is_object(item) || (dj != NULL && !json_is_string(dj))) {
+        return web__json_error(r, 400, "bad request", "send {\"item\": "
+                               "{DICOM JSON}} (and optionally "
+                               "\"department\": name)");
+    }
+    const char *dept = json_string_value(dj);
+    const char *why = worklist_dept_refusal(r, dept);
+    if (why != NULL) {
+        return web__forbidden(r, why);
+    }
+    char *text = json_dumps(item, JSON_COMPACT);
+    if (text == NULL) {
+        return web__json_error(r, 500, "internal error", "out of memory");
+    }
+    int64_t id = 0;
+    AgError err;
+    int rc = store_worklist_add(web__store(r), text, strlen(text), dept, &id,
+                                &err);
+    free(text);
+    const char *pid = dj_value(item, "00100020");
+    const char *pname = dj_value(item, "00100010");
+    if (rc != AG_OK) {
+        web__audit_order(r, 'C', pid, pname, rc == AG_ERR_INVALID ||
+                         rc == AG_ERR_NOTFOUND ? 4 : 8, err.msg);
+        return worklist_add_error(r, &err);
+    }
+    web__audit_order(r, 'C', pid, pname, 0, ag_arena_printf(
+        r->arena, "worklist item %" PRId64 "%s%s", id, dept ? " in " : "",
+        dept ? dept : ""));
+    json_t *o = NULL;
+    if (worklist_fetch(r, id, &o, &err) != AG_OK) {
+        return send_error(r, &err);
+    }
+    return send_json(r, 201, o);
+}
+
+/* DELETE /api/v1/worklist/{id} (the caller checked the upload verb):
+ * looked up first, in scope, so that the audit record names the patient
+ * whose order went. */
+static enum MHD_Result worklist_remove(WebRequest *r, int64_t id)
+{
+    json_t *o = NULL;
+    AgError err;
+    if (worklist_fetch(r, id, &o, &err) != AG_OK) {
+        return send_error(r, &err);
+    }
+    int rc = store_worklist_remove(web__store(r), &r->who.scope, id, &err);
+    json_t *item = json_object_get(o, "item");
+    web__audit_order(r, 'D', dj_value(item, "00100020"),
+                     dj_value(item, "00100010"), rc == AG_OK ? 0 : 8,
+                     rc == AG_OK ? ag_arena_printf(r->arena, "worklist item "
+                                                   "%" PRId64, id)
+                                 : err.msg);
+    json_decref(o);
+    if (rc != AG_OK) {
+        return send_error(r, &err);
+    }
+    return send_json(r, 200, json_pack("{s:I}", "removed", (json_int_t)id));
+}
+
+/* DELETE /api/v1/worklist?before=YYYYMMDD: the steps of past days. */
+static enum MHD_Result worklist_purge(WebRequest *r)
+{
+    if (!web__can(r, ACCESS_ADMIN)) {
+        return web__forbidden(r, "purging the worklist needs admin");
+    }
+    const char *before = MHD_lookup_connection_value(
+        r->conn, MHD_GET_ARGUMENT_KIND, "before");
+    if (before == NULL || strlen(before) != 8 ||
+        strspn(before, "0123456789") != 8) {
+        return web__json_error(r, 400, "bad request", "give ?before="
+                               "YYYYMMDD");
+    }
+    uint64_t n = 0;
+    AgError err;
+    int rc = store_worklist_purge(web__store(r), before, &n, &err);
+    web__audit_order(r, 'D', NULL, NULL, rc == AG_OK ? 0 : 8,
+                     rc == AG_OK ? ag_arena_printf(r->arena, "worklist "
+                                                   "purge before %s: %"
+                                                   PRIu64 " items", before,
+                                                   n)
+                                 : err.msg);
+    if (rc != AG_OK) {
+        return send_error(r, &err);
+    }
+    return send_json(r, 200, json_pack("{s:I}", "removed", (json_int_t)n));
+}
+
+static enum MHD_Result worklist(WebRequest *r, char **seg, int n,
+                                json_t *body)
+{
+    const char *m = r->method;
+    bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+    bool del = strcmp(m, "DELETE") == 0;
+    if (n == 1 && strcmp(m, "POST") == 0) {
+        return worklist_add(r, body);
+    }
+    if (n == 1 && del) {
+        return worklist_purge(r);
+    }
+    if (!get && !del) {
+        return web__json_error(r, 405, "method not allowed", m);
+    }
+    if (!web__can(r, get ? ACCESS_VIEW : ACCESS_UPLOAD)) {
+        return web__forbidden(r, get ? "the worklist needs the view verb"
+                                     : "removing from the worklist needs "
+                                       "the upload verb");
+    }
+    if (n == 1) {
+        return worklist_list(r);
+    }
+    int64_t id = worklist_id(seg[1]);
+    if (id <= 0) {
+        return web__json_error(r, 400, "bad request", "the item id is a "
+                               "positive integer");
+    }
+    return get ? worklist_get(r, id) : worklist_remove(r, id);
+}
+
 /* ---- settings (store.h: run-time settings) ------------------------------ */
 
 #define MAX_SETTINGS 16
@@ -973,6 +1247,9 @@ static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
     }
     if (n == 1 && strcmp(seg[0], "settings") == 0) {
         return settings(r, body);
+    }
+    if (strcmp(seg[0], "worklist") == 0 && n <= 2) {
+        return worklist(r, seg, n, body);
     }
     if (n == 2 && strcmp(seg[0], "shares") == 0 && strcmp(m, "DELETE") == 0) {
         AgError err;

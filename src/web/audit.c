@@ -189,6 +189,20 @@ void web__audit_config(WebRequest *r, const char *what, const char *detail)
     record(r, &ev, NULL);
 }
 
+void web__audit_order(WebRequest *r, char action, const char *patient_id,
+                      const char *patient_name, int outcome,
+                      const char *detail)
+{
+    /* A worklist item has a patient but no study in the archive yet, so
+     * the patient goes in directly rather than through record()'s
+     * study look-up. */
+    AuditEvent ev = {.event = AUDIT_ORDER_RECORD, .action = action,
+                     .outcome = (AuditOutcome)outcome,
+                     .patient_id = patient_id, .patient_name = patient_name,
+                     .detail = detail};
+    record(r, &ev, NULL);
+}
+
 static const char *arg(WebRequest *r, const char *name)
 {
     const char *v = MHD_lookup_connection_value(r->conn,

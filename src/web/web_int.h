@@ -64,6 +64,12 @@ void web__audit_query(WebRequest *r, const char *what, const char *keys);
 void web__audit_study(WebRequest *r, const char *what, const char *study,
                       int outcome, const char *detail);
 void web__audit_config(WebRequest *r, const char *what, const char *detail);
+/* A Modality Worklist item added ('C'), read ('R') or removed ('D'):
+ * Order Record (PS3.15 A.5.3.10).  patient_id and patient_name (may be
+ * NULL) name the item's patient; detail says which item. */
+void web__audit_order(WebRequest *r, char action, const char *patient_id,
+                      const char *patient_name, int outcome,
+                      const char *detail);
 /* One QIDO-RS query parameter (dicomweb.c): a matching key (keyword or
  * tag; repeated keys are alternatives), limit, offset, fuzzymatching or
  * includefield, into keys and q.  AG_ERR_INVALID / AG_ERR_LIMIT with the
