@@ -21,5 +21,6 @@ int cmd_render(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_transcode(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+int cmd_worklist(int argc, char **argv);
 
 #endif

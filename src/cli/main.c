@@ -27,6 +27,8 @@ static const Command COMMANDS[] = {
      "write a DICOM file in another transfer syntax"},
     {"user", cmd_user, "manage users, roles and API tokens"},
     {"version", cmd_version, "print the version and the libraries used"},
+    {"worklist", cmd_worklist,
+     "manage the modality worklist (add, list, show, remove, purge)"},
 };
 
 static void usage(FILE *out)
