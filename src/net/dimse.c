@@ -105,6 +105,10 @@ static const char *command_name(uint16_t cmd)
     case DIMSE_N_EVENT_REPORT_RSP: return "n-event-report-rsp";
     case DIMSE_N_ACTION_RQ: return "n-action-rq";
     case DIMSE_N_ACTION_RSP: return "n-action-rsp";
+    case DIMSE_N_SET_RQ: return "n-set-rq";
+    case DIMSE_N_SET_RSP: return "n-set-rsp";
+    case DIMSE_N_CREATE_RQ: return "n-create-rq";
+    case DIMSE_N_CREATE_RSP: return "n-create-rsp";
     case DIMSE_C_CANCEL_RQ: return "c-cancel-rq";
     default: return "command";
     }
@@ -336,11 +340,11 @@ static int want(const DimseCommand *c, const Field *f)
     switch (f->element) {
     case 0x0002:
         required = is_composite_rq(cmd) || cmd == DIMSE_C_ECHO_RQ ||
-                   cmd == DIMSE_N_EVENT_REPORT_RQ;
+                   cmd == DIMSE_N_EVENT_REPORT_RQ || cmd == DIMSE_N_CREATE_RQ;
         break;
     case 0x0003:
     case 0x1001:
-        required = cmd == DIMSE_N_ACTION_RQ;
+        required = cmd == DIMSE_N_ACTION_RQ || cmd == DIMSE_N_SET_RQ;
         break;
     case 0x0100:
     case 0x0800:

@@ -166,8 +166,16 @@ static const char *const MIGRATIONS[] = {
     "  modality TEXT, station_aet TEXT, patient_id TEXT, accession TEXT,"
     "  study_uid TEXT NOT NULL,"
     "  dept_pk INTEGER REFERENCES departments(id) ON DELETE SET NULL,"
+    "  status TEXT NOT NULL DEFAULT 'SCHEDULED',"
     "  json TEXT NOT NULL, created_at INTEGER NOT NULL);"
-    "CREATE INDEX worklist_date ON worklist(start_date, start_time);",
+    "CREATE INDEX worklist_date ON worklist(start_date, start_time);"
+    "CREATE INDEX worklist_study ON worklist(study_uid);",
+    /* 8: performed procedure steps (mpps.c, PS3.4 F.7): json is the step
+     * as DICOM JSON, kept whole; status is a copy of (0040,0252). */
+    "CREATE TABLE mpps ("
+    "  uid TEXT PRIMARY KEY, status TEXT NOT NULL, study_uid TEXT,"
+    "  calling_ae TEXT, json TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

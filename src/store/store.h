@@ -528,6 +528,54 @@ int store_worklist_find(Store *s, const DicomDataset *keys,
                         const StoreScope *scope, bool fuzzy,
                         StoreMatchFn fn, void *ctx, AgError *err);
 
+/* ---- Modality Performed Procedure Step (mpps.c; PS3.4 F.7) ------------------ */
+
+/*
+ * What a modality reports of a step it performs: N-CREATE when it starts
+ * (Performed Procedure Step Status (0040,0252) IN PROGRESS), N-SET as it
+ * goes and when it ends (COMPLETED or DISCONTINUED; then the step is
+ * final, F.7.2.2).  Each step is kept whole as DICOM JSON in the index.
+ * The worklist follows (store__worklist_follow): the items the step names
+ * in its Scheduled Step Attributes Sequence (0040,0270: Study Instance UID
+ * and Scheduled Procedure Step ID), in the caller's scope, become STARTED,
+ * then COMPLETED or DISCONTINUED, and done ones leave the modalities'
+ * worklist.
+ */
+typedef struct StoreMpps {
+    const char *uid;           /* Affected SOP Instance UID */
+    const char *status;        /* IN PROGRESS, COMPLETED, DISCONTINUED */
+    const char *study_uid;     /* of the first scheduled step, or "" */
+    const char *calling_ae;    /* who created it */
+    const char *json;          /* the step, DICOM JSON */
+    int64_t created_at, updated_at;
+} StoreMpps;
+
+/**
+ * N-CREATE (F.7.2.1) of step uid; an empty uid is made up (F.7.2.1.1: the
+ * SCP assigns one when the SCU does not) and returned in uid.  *bad_tag
+ * (may be NULL) names the attribute at fault.  AG_ERR_EXISTS: a step with
+ * this UID; AG_ERR_INVALID: uid not a UID, the status not IN PROGRESS, the
+ * Scheduled Step Attributes Sequence missing or an item of it without a
+ * valid Study Instance UID, a date or time that is not a DA or TM.
+ */
+int store_mpps_create(Store *s, char uid[65], const DicomDataset *ds,
+                      const StoreScope *scope, const char *calling_ae,
+                      uint32_t *bad_tag, AgError *err);
+/**
+ * N-SET (F.7.2.2): the attributes of mods replace the step's.
+ * AG_ERR_NOTFOUND: no such step; AG_ERR_DENIED: the step is final and may
+ * no longer be updated; AG_ERR_INVALID: a status that is not IN PROGRESS,
+ * COMPLETED or DISCONTINUED (*bad_tag set).
+ */
+int store_mpps_set(Store *s, const char *uid, const DicomDataset *mods,
+                   const StoreScope *scope, uint32_t *bad_tag,
+                   AgError *err);
+/** Every step, newest first, for archive-wide callers (none for others);
+ *  fn != 0 stops. */
+int store_mpps_list(Store *s, const StoreScope *scope,
+                    int (*fn)(void *ctx, const StoreMpps *m), void *ctx,
+                    AgError *err);
+
 /* ---- run-time settings (settings.c) ------------------------------------ */
 
 /*

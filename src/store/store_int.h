@@ -284,6 +284,21 @@ int store__blob_hash_any(Store *s, const char *name, StoreBlobInfo *info,
  * SOP Instance UID is indexed with another blob. */
 int store__reindex_blob(Store *s, const char *name, AgError *err);
 
+/* ---- the worklist following performed steps (worklist.c, mpps.c) -------- */
+
+/* The worklist items in scope whose Study Instance UID is study_uid and
+ * whose step's ID is sps_id get Scheduled Procedure Step Status status
+ * (0040,0020; a done step leaves the modalities' list).  *n (may be NULL)
+ * gets how many. */
+int store__worklist_follow(Store *s, const StoreScope *scope,
+                           const char *study_uid, const char *sps_id,
+                           const char *status, uint64_t *n, AgError *err);
+/* DA (YYYYMMDD) and TM (HH[MM[SS[.F{1,6}]]]) values, PS3.5 §6.2. */
+bool store__valid_da(const char *s);
+bool store__valid_tm(const char *s);
+/* A new UID under 2.25 from 128 random bits (PS3.5 §B.2). */
+void store__new_uid(char out[64]);
+
 /* ---- matching a data set (query.c; the worklist shares it) -------------- */
 
 /* Whether every non-empty key of keys matches ds (PS3.4 C.2.2.2, sequence

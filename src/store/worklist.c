@@ -36,6 +36,7 @@
 #define TAG_SPS_TIME 0x00400003u
 #define TAG_SPS_ID 0x00400009u
 #define TAG_REQ_PROC_ID 0x00401001u
+#define TAG_SPS_STATUS 0x00400020u
 
 /* ---- checking an item ----------------------------------------------------- */
 
@@ -55,7 +56,7 @@ static int two(const char *s)
 }
 
 /* DA: YYYYMMDD (PS3.5 §6.2). */
-static bool valid_da(const char *s)
+bool store__valid_da(const char *s)
 {
     if (s == NULL || strlen(s) != 8 || !digits(s, 8)) {
         return false;
@@ -65,7 +66,7 @@ static bool valid_da(const char *s)
 }
 
 /* TM: HH[MM[SS[.F{1,6}]]] (PS3.5 §6.2). */
-static bool valid_tm(const char *s)
+bool store__valid_tm(const char *s)
 {
     if (s == NULL) {
         return false;
@@ -103,6 +104,24 @@ static const char *text(const DicomDataset *ds, uint32_t tag, AgArena *a)
 {
     const char *v = dicom_get_string(ds, tag, a);
     return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* Scheduled Procedure Step Status (0040,0020), PS3.3 C.4.10: defined
+ * terms.  A step that is done no longer belongs on a modality's list. */
+static const char *const STATUSES[] = {
+    "SCHEDULED", "ARRIVED", "READY", "STARTED", "DEPARTED",
+    "COMPLETED", "DISCONTINUED", "CANCELED", NULL,
+};
+#define DONE_SQL "('COMPLETED', 'DISCONTINUED', 'CANCELED')"
+
+static bool valid_status(const char *v)
+{
+    for (int i = 0; v != NULL && STATUSES[i] != NULL; i++) {
+        if (strcmp(v, STATUSES[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* The one Scheduled Procedure Step item (K.6.1.2.2), or NULL. */
@@ -145,20 +164,26 @@ static int check_item(const DicomDataset *ds, AgArena *a, AgError *err)
         return ag_error_set(err, AG_ERR_INVALID, "Scheduled Station AE Title "
                             "(0040,0001) is required (1-16 characters)");
     }
-    if (!valid_da(text(sps, TAG_SPS_DATE, a))) {
+    if (!store__valid_da(text(sps, TAG_SPS_DATE, a))) {
         return ag_error_set(err, AG_ERR_INVALID, "Scheduled Procedure Step "
                             "Start Date (0040,0002) is required (YYYYMMDD)");
     }
-    if (!valid_tm(text(sps, TAG_SPS_TIME, a))) {
+    if (!store__valid_tm(text(sps, TAG_SPS_TIME, a))) {
         return ag_error_set(err, AG_ERR_INVALID, "Scheduled Procedure Step "
                             "Start Time (0040,0003) is required "
                             "(HHMM[SS[.FFFFFF]])");
+    }
+    const char *st = text(sps, TAG_SPS_STATUS, a);
+    if (st != NULL && !valid_status(st)) {
+        return ag_error_set(err, AG_ERR_INVALID, "Scheduled Procedure Step "
+                            "Status (0040,0020) is not a defined term "
+                            "(SCHEDULED, STARTED, COMPLETED, ...)");
     }
     return AG_OK;
 }
 
 /* A UID under 2.25 from 128 random bits (PS3.5 §B.2). */
-static void new_uid(char out[64])
+void store__new_uid(char out[64])
 {
     unsigned __int128 v = 0;
     randombytes_buf(&v, sizeof v);
@@ -192,7 +217,7 @@ static int fill_ids(DicomDataset *ds, AgArena *a, AgError *err)
     char uid[64], id[15];
     int rc = AG_OK;
     if (text(ds, TAG_STUDY_UID, a) == NULL) {
-        new_uid(uid);
+        store__new_uid(uid);
         rc = dicom_set_string(ds, TAG_STUDY_UID, DICOM_VR_UI, uid, err);
     }
     if (rc == AG_OK && text(ds, TAG_REQ_PROC_ID, a) == NULL) {
@@ -202,6 +227,10 @@ static int fill_ids(DicomDataset *ds, AgArena *a, AgError *err)
     if (rc == AG_OK && text(sps, TAG_SPS_ID, a) == NULL) {
         new_id(id);
         rc = dicom_set_string(sps, TAG_SPS_ID, DICOM_VR_SH, id, err);
+    }
+    if (rc == AG_OK && text(sps, TAG_SPS_STATUS, a) == NULL) {
+        rc = dicom_set_string(sps, TAG_SPS_STATUS, DICOM_VR_CS, "SCHEDULED",
+                              err);
     }
     return rc;
 }
@@ -243,13 +272,13 @@ static int insert(Store *s, const DicomDataset *ds, const char *dept,
         text(sps, TAG_MODALITY, a), text(sps, TAG_STATION_AET, a),
         text(ds, TAG_PATIENT_ID, a), text(ds, TAG_ACCESSION, a),
         text(ds, TAG_STUDY_UID, a), dept[0] != '\0' ? dept : NULL,
-        json, now,
+        json, now, text(sps, TAG_SPS_STATUS, a),
     };
     return store_sql_exec(s, "INSERT INTO worklist (start_date, start_time,"
                           " modality, station_aet, patient_id, accession,"
-                          " study_uid, dept_pk, json, created_at) VALUES"
-                          " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                          p, 10, NULL, id, err);
+                          " study_uid, dept_pk, json, created_at, status)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                          " ?11)", p, 11, NULL, id, err);
 }
 
 int store_worklist_add(Store *s, const char *json, size_t len,
@@ -432,7 +461,7 @@ int store_worklist_remove(Store *s, const StoreScope *scope, int64_t id,
 int store_worklist_purge(Store *s, const char *date, uint64_t *n,
                          AgError *err)
 {
-    if (!valid_da(date)) {
+    if (!store__valid_da(date)) {
         return ag_error_set(err, AG_ERR_INVALID, "a date is YYYYMMDD");
     }
     const char *p[] = {date};
@@ -487,16 +516,16 @@ static void narrow_date(AgBuf *sql, const DicomDataset *sps, const char **p,
     }
     char *dash = strchr(v, '-');
     if (dash == NULL) {
-        narrow(sql, "w.start_date", valid_da(v) ? v : NULL, p, np);
+        narrow(sql, "w.start_date", store__valid_da(v) ? v : NULL, p, np);
         return;
     }
     *dash = '\0';
     const char *lo = v, *hi = dash + 1;
-    if (lo[0] != '\0' && valid_da(lo)) {
+    if (lo[0] != '\0' && store__valid_da(lo)) {
         p[(*np)++] = lo;
         ag_buf_printf(sql, " AND w.start_date >= ?%d", *np);
     }
-    if (hi[0] != '\0' && valid_da(hi)) {
+    if (hi[0] != '\0' && store__valid_da(hi)) {
         p[(*np)++] = hi;
         ag_buf_printf(sql, " AND w.start_date <= ?%d", *np);
     }
@@ -606,6 +635,10 @@ int store_worklist_find(Store *s, const DicomDataset *keys,
                    &np);
             narrow_date(&sql, sps, p, &np, a);
         }
+        /* Done steps leave the list unless the status is asked for. */
+        if (sps == NULL || plain(sps, TAG_SPS_STATUS, a) == NULL) {
+            ag_buf_printf(&sql, " AND w.status NOT IN " DONE_SQL);
+        }
         narrow(&sql, "w.patient_id", plain(keys, TAG_PATIENT_ID, a), p, &np);
         narrow(&sql, "w.accession", plain(keys, TAG_ACCESSION, a), p, &np);
         scope_sql(&sql, scope, p, &np, a);
@@ -624,6 +657,90 @@ int store_worklist_find(Store *s, const DicomDataset *keys,
         }
     }
     ag_buf_deinit(&sql);
+    ag_arena_destroy(a);
+    return rc;
+}
+
+/* ---- following performed steps (mpps.c) ----------------------------------- */
+
+typedef struct Follow {
+    const char *sps_id, *status;
+    AgBuf updates;     /* id NUL json NUL, for each item that changes */
+    int rc;
+} Follow;
+
+/* The item's JSON with its step's status set, appended to f->updates,
+ * when its step is f->sps_id. */
+static int follow_row(void *ctx, int ncol, const char *const *vals)
+{
+    Follow *f = ctx;
+    if (ncol < 2 || vals[0] == NULL || vals[1] == NULL) {
+        return 0;
+    }
+    AgArena *a = ag_arena_create(4 * WL_JSON_MAX);
+    DicomDataset *ds = NULL;
+    int rc = a ? dicom_json_read(vals[1], strlen(vals[1]), a, &ds, NULL)
+               : AG_ERR_NOMEM;
+    DicomDataset *sps = rc == AG_OK ? step_of(ds) : NULL;
+    const char *id = sps ? text(sps, TAG_SPS_ID, a) : NULL;
+    if (id != NULL && strcmp(id, f->sps_id) == 0) {
+        rc = dicom_set_string(sps, TAG_SPS_STATUS, DICOM_VR_CS, f->status,
+                              NULL);
+        if (rc == AG_OK) {
+            rc = ag_buf_append(&f->updates, vals[0], strlen(vals[0]) + 1);
+        }
+        DicomJsonOptions jo = {0};
+        if (rc == AG_OK) {
+            rc = dicom_json_write(ds, &jo, dicom_sink_buf, &f->updates,
+                                  NULL);
+        }
+        if (rc == AG_OK) {
+            rc = ag_buf_append(&f->updates, "", 1);
+        }
+        f->rc = rc;
+    }
+    ag_arena_destroy(a);
+    return f->rc != AG_OK;
+}
+
+int store__worklist_follow(Store *s, const StoreScope *scope,
+                           const char *study_uid, const char *sps_id,
+                           const char *status, uint64_t *n, AgError *err)
+{
+    Follow f = {.sps_id = sps_id, .status = status};
+    ag_buf_init(&f.updates, 64 * WL_JSON_MAX);
+    AgArena *a = ag_arena_create(64 << 10);
+    AgBuf sql;
+    ag_buf_init(&sql, 0);
+    const char *p[WL_PARAMS_MAX] = {study_uid};
+    int np = 1;
+    int rc = a ? ag_buf_printf(&sql, "SELECT w.id, w.json FROM worklist w"
+                               " WHERE w.study_uid = ?1") : AG_ERR_NOMEM;
+    if (rc == AG_OK) {
+        scope_sql(&sql, scope, p, &np, a);
+        rc = store_sql_select(s, (const char *)sql.data, p, np, follow_row,
+                              &f, err);
+        if (rc == AG_OK && f.rc != AG_OK) {
+            rc = ag_error_set(err, f.rc, "worklist: cannot update item");
+        }
+    } else {
+        rc = ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
+    uint64_t k = 0;
+    for (size_t at = 0; rc == AG_OK && at < f.updates.len; k++) {
+        const char *id = (const char *)f.updates.data + at;
+        const char *json = id + strlen(id) + 1;
+        at = (size_t)(json + strlen(json) + 1 -
+                      (const char *)f.updates.data);
+        const char *q[] = {json, status, id};
+        rc = store_sql_exec(s, "UPDATE worklist SET json = ?1, status = ?2"
+                            " WHERE id = ?3", q, 3, NULL, NULL, err);
+    }
+    if (n != NULL) {
+        *n = k;
+    }
+    ag_buf_deinit(&sql);
+    ag_buf_deinit(&f.updates);
     ag_arena_destroy(a);
     return rc;
 }

@@ -4,7 +4,8 @@
  * kept (and nothing kept when one is refused), identifiers made up when
  * absent, C-FIND matching (PS3.4 K.2.2.1: single value, wildcard, range,
  * sequence matching, fuzzy names) and the response identifier, department
- * scope, remove and purge.
+ * scope, remove and purge; performed procedure steps (mpps.c, PS3.4
+ * F.7) checked, made final, and followed by the worklist.
  */
 #include "../test_util.h"
 
@@ -463,6 +464,188 @@ static void test_purge_before_a_date(void **state)
                              &STORE_SCOPE_ALL), "P3");
 }
 
+
+/* ---- performed procedure steps (mpps.c) ----------------------------------- */
+
+/* An MPPS data set performing step sps_id of study (NULL: no sequence). */
+static DicomDataset *pps(const char *status, const char *study,
+                         const char *sps_id)
+{
+    DicomDataset *ds = dicom_dataset_create(arena);
+    assert_int_equal(dicom_set_string(ds, 0x00400252, DICOM_VR_CS, status,
+                                      NULL), AG_OK);
+    assert_int_equal(dicom_set_string(ds, 0x00100020, DICOM_VR_LO, "P1",
+                                      NULL), AG_OK);
+    if (study != NULL) {
+        DicomElement *sq;
+        DicomDataset *it;
+        assert_int_equal(dicom_set_sequence(ds, 0x00400270, &sq, NULL),
+                         AG_OK);
+        assert_int_equal(dicom_sequence_append(ds, sq, &it, NULL), AG_OK);
+        assert_int_equal(dicom_set_string(it, 0x0020000d, DICOM_VR_UI, study,
+                                          NULL), AG_OK);
+        assert_int_equal(dicom_set_string(it, 0x00400009, DICOM_VR_SH,
+                                          sps_id, NULL), AG_OK);
+    }
+    return ds;
+}
+
+/* A worklist item of study whose step has id sps_id. */
+static int64_t scheduled(const char *pid, const char *study,
+                         const char *sps_id, const char *dept)
+{
+    const char *json = ag_arena_printf(arena,
+        "{\"00100020\": {\"vr\": \"LO\", \"Value\": [\"%s\"]}, "
+        "\"00100010\": {\"vr\": \"PN\", \"Value\": [{\"Alphabetic\": "
+        "\"A^B\"}]}, \"0020000D\": {\"vr\": \"UI\", \"Value\": "
+        "[\"%s\"]}, \"00400100\": {\"vr\": \"SQ\", \"Value\": [{"
+        "\"00080060\": {\"vr\": \"CS\", \"Value\": [\"CT\"]}, "
+        "\"00400001\": {\"vr\": \"AE\", \"Value\": [\"CT01\"]}, "
+        "\"00400002\": {\"vr\": \"DA\", \"Value\": [\"20261130\"]}, "
+        "\"00400003\": {\"vr\": \"TM\", \"Value\": [\"0900\"]}, "
+        "\"00400009\": {\"vr\": \"SH\", \"Value\": [\"%s\"]}}]}}",
+        pid, study, sps_id);
+    return add(json, dept);
+}
+
+/* The step status of worklist item id, as stored. */
+static const char *step_status(int64_t id)
+{
+    Got g = {0};
+    assert_int_equal(store_worklist_get(store, &STORE_SCOPE_ALL, id, got_fn,
+                                        &g, &err), AG_OK);
+    return step_value(g.ds, 0x00400020);
+}
+
+static int create_pps(const char *uid, DicomDataset *ds,
+                      const StoreScope *scope, uint32_t *bad)
+{
+    char u[65];
+    ag_fmt(u, sizeof u, "%s", uid);
+    *bad = 0;
+    ag_error_clear(&err);
+    return store_mpps_create(store, u, ds, scope, "CT01", bad, &err);
+}
+
+static void test_mpps_moves_the_worklist_along(void **state)
+{
+    (void)state;
+    int64_t w = scheduled("P1", "1.2.3.1", "SPS1", NULL);
+    int64_t other = scheduled("P2", "1.2.3.1", "SPS2", NULL);
+    assert_string_equal(step_status(w), "SCHEDULED");
+    uint32_t bad;
+    assert_int_equal(create_pps("1.2.9.1", pps("IN PROGRESS", "1.2.3.1",
+                                               "SPS1"), &STORE_SCOPE_ALL,
+                                &bad), AG_OK);
+    assert_string_equal(step_status(w), "STARTED");
+    assert_string_equal(step_status(other), "SCHEDULED");   /* not its step */
+    /* Started steps stay on the list; done ones leave it. */
+    assert_string_equal(find(keys(NULL, NULL, NULL, NULL, NULL), false,
+                             &STORE_SCOPE_ALL), "P1,P2");
+    DicomDataset *done = dicom_dataset_create(arena);
+    dicom_set_string(done, 0x00400252, DICOM_VR_CS, "COMPLETED", NULL);
+    dicom_set_string(done, 0x00400250, DICOM_VR_DA, "20261130", NULL);
+    assert_int_equal(store_mpps_set(store, "1.2.9.1", done, &STORE_SCOPE_ALL,
+                                    &bad, &err), AG_OK);
+    assert_string_equal(step_status(w), "COMPLETED");
+    assert_string_equal(find(keys(NULL, NULL, NULL, NULL, NULL), false,
+                             &STORE_SCOPE_ALL), "P2");
+    /* ... unless the status is asked for. */
+    DicomDataset *k = keys(NULL, NULL, NULL, NULL, NULL);
+    DicomElement *sq = dicom_dataset_find(k, 0x00400100);
+    dicom_set_string(sq->items[0], 0x00400020, DICOM_VR_CS, "COMPLETED",
+                     NULL);
+    assert_string_equal(find(k, false, &STORE_SCOPE_ALL), "P1");
+    /* Final: no more changes (F.7.2.2.2). */
+    assert_int_equal(store_mpps_set(store, "1.2.9.1", done, &STORE_SCOPE_ALL,
+                                    &bad, &err), AG_ERR_DENIED);
+    assert_non_null(strstr(err.msg, "no longer be updated"));
+}
+
+typedef struct Steps {
+    int n;
+    bool merged;   /* the discontinued step kept N-CREATE's and N-SET's */
+} Steps;
+
+static int step_fn(void *ctx, const StoreMpps *m)
+{
+    Steps *st = ctx;
+    st->n++;
+    if (strcmp(m->status, "DISCONTINUED") == 0) {
+        st->merged = strstr(m->json, "00400250") != NULL &&
+                     strstr(m->json, "00400270") != NULL &&
+                     strcmp(m->study_uid, "1.2.3") == 0;
+    }
+    return 0;
+}
+
+static void test_mpps_refusals(void **state)
+{
+    (void)state;
+    uint32_t bad;
+    const StoreScope *all = &STORE_SCOPE_ALL;
+    assert_int_equal(create_pps("1.2.9.2", pps("COMPLETED", "1.2.3", "S"),
+                                all, &bad), AG_ERR_INVALID);
+    assert_int_equal(bad, 0x00400252);
+    assert_int_equal(create_pps("1.2.9.2", pps("IN PROGRESS", NULL, NULL),
+                                all, &bad), AG_ERR_INVALID);
+    assert_int_equal(bad, 0x00400270);
+    assert_int_equal(create_pps("1.2.9.2", pps("IN PROGRESS", "1..3", "S"),
+                                all, &bad), AG_ERR_INVALID);
+    assert_int_equal(create_pps("1.2.x", pps("IN PROGRESS", "1.2.3", "S"),
+                                all, &bad), AG_ERR_INVALID);
+    DicomDataset *ds = pps("IN PROGRESS", "1.2.3", "S");
+    dicom_set_string(ds, 0x00400244, DICOM_VR_DA, "2026-11-30", NULL);
+    assert_int_equal(create_pps("1.2.9.2", ds, all, &bad), AG_ERR_INVALID);
+    assert_int_equal(bad, 0x00400244);
+    assert_int_equal(create_pps("1.2.9.2", pps("IN PROGRESS", "1.2.3", "S"),
+                                all, &bad), AG_OK);
+    assert_int_equal(create_pps("1.2.9.2", pps("IN PROGRESS", "1.2.3", "S"),
+                                all, &bad), AG_ERR_EXISTS);
+    /* An SCU that gives no UID gets one made up. */
+    char u[65] = "";
+    assert_int_equal(store_mpps_create(store, u, pps("IN PROGRESS", "1.2.3",
+                                                     "S"), all, "X", &bad,
+                                       &err), AG_OK);
+    assert_true(strncmp(u, "2.25.", 5) == 0);
+    DicomDataset *odd = dicom_dataset_create(arena);
+    dicom_set_string(odd, 0x00400252, DICOM_VR_CS, "PAUSED", NULL);
+    assert_int_equal(store_mpps_set(store, "1.2.9.2", odd, all, &bad, &err),
+                     AG_ERR_INVALID);
+    assert_int_equal(store_mpps_set(store, "1.2.9.404", odd, all, &bad,
+                                    &err), AG_ERR_NOTFOUND);
+    DicomDataset *end = dicom_dataset_create(arena);
+    dicom_set_string(end, 0x00400250, DICOM_VR_DA, "20261130", NULL);
+    dicom_set_string(end, 0x00400252, DICOM_VR_CS, "DISCONTINUED", NULL);
+    assert_int_equal(store_mpps_set(store, "1.2.9.2", end, all, &bad, &err),
+                     AG_OK);
+    Steps st = {0};
+    StoreScope nobody = {0};
+    assert_int_equal(store_mpps_list(store, &nobody, step_fn, &st, &err),
+                     AG_OK);
+    assert_int_equal(st.n, 0);
+    assert_int_equal(store_mpps_list(store, all, step_fn, &st, &err), AG_OK);
+    assert_int_equal(st.n, 2);
+    assert_true(st.merged);
+}
+
+static void test_mpps_follows_only_in_scope(void **state)
+{
+    (void)state;
+    int64_t card = new_dept("CARDIOLOGY");
+    new_dept("RADIOLOGY");
+    int64_t r = scheduled("R1", "1.2.4.1", "SR", "RADIOLOGY");
+    int64_t c = scheduled("C1", "1.2.4.2", "SC", "CARDIOLOGY");
+    StoreScope cardio = {.depts = {card}, .ndepts = 1};
+    uint32_t bad;
+    assert_int_equal(create_pps("1.2.9.3", pps("IN PROGRESS", "1.2.4.1",
+                                               "SR"), &cardio, &bad), AG_OK);
+    assert_int_equal(create_pps("1.2.9.4", pps("IN PROGRESS", "1.2.4.2",
+                                               "SC"), &cardio, &bad), AG_OK);
+    assert_string_equal(step_status(r), "SCHEDULED");
+    assert_string_equal(step_status(c), "STARTED");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -473,6 +656,9 @@ int main(void)
         T(test_find_response_identifier),
         T(test_scope_and_remove),
         T(test_purge_before_a_date),
+        T(test_mpps_moves_the_worklist_along),
+        T(test_mpps_refusals),
+        T(test_mpps_follows_only_in_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
