@@ -140,7 +140,8 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
                      svc__is_find_class(r->abstract_syntax) ||
                      svc__is_get_class(r->abstract_syntax) ||
                      svc__is_move_class(r->abstract_syntax) ||
-                     svc__is_commit_class(r->abstract_syntax);
+                     svc__is_commit_class(r->abstract_syntax) ||
+                     svc__is_mpps_class(r->abstract_syntax);
         if (!known) {
             c->result = NET_PC_ABSTRACT_SYNTAX_NOT_SUPPORTED;
             continue;
@@ -459,6 +460,16 @@ static int dispatch(SvcAssoc *sa, const NetMessage *m, AgError *err)
     case DIMSE_N_ACTION_RQ:
         if (svc__is_commit_class(m->cmd.requested_class)) {
             return svc__commit(sa, m, err);
+        }
+        break;
+    case DIMSE_N_CREATE_RQ:
+        if (svc__is_mpps_class(m->cmd.affected_class)) {
+            return svc__mpps(sa, m, err);
+        }
+        break;
+    case DIMSE_N_SET_RQ:
+        if (svc__is_mpps_class(m->cmd.requested_class)) {
+            return svc__mpps(sa, m, err);
         }
         break;
     case DIMSE_C_CANCEL_RQ:

@@ -69,6 +69,9 @@ int svc__store(SvcAssoc *sa, const NetMessage *m, AgError *err);
 #define SVC_WORKLIST_FIND "1.2.840.10008.5.1.4.31"
 
 int svc__find(SvcAssoc *sa, const NetMessage *m, AgError *err);
+/* Modality Performed Procedure Step SCP (mpps.c): N-CREATE and N-SET. */
+int svc__mpps(SvcAssoc *sa, const NetMessage *m, AgError *err);
+bool svc__is_mpps_class(const char *uid);
 bool svc__is_find_class(const char *uid);
 int svc__read_identifier(SvcAssoc *sa, const NetMessage *m, AgArena *a,
                          DicomDataset **out, uint16_t *status, AgError *err);

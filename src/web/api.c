@@ -31,6 +31,7 @@
  *   POST   /api/v1/worklist  {"item": DICOM JSON, "department"} (upload)
  *   DELETE /api/v1/worklist/{id}                               (upload)
  *   DELETE /api/v1/worklist?before=YYYYMMDD                     (admin)
+ *   GET    /api/v1/mpps    performed procedure steps (view; archive-wide)
  */
 #include "web_int.h"
 
@@ -1070,6 +1071,55 @@ static enum MHD_Result worklist(WebRequest *r, char **seg, int n,
     return get ? worklist_get(r, id) : worklist_remove(r, id);
 }
 
+/* ---- performed procedure steps (store.h; PS3.4 F.7) -------------------- */
+
+static int mpps_row(void *ctx, const StoreMpps *m)
+{
+    WorklistRows *w = ctx;
+    json_t *step = json_loads(m->json, 0, NULL);
+    json_t *o = step ? json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:o}",
+                                 "uid", m->uid, "status", m->status,
+                                 "study", m->study_uid, "calling_ae",
+                                 m->calling_ae, "created",
+                                 (json_int_t)m->created_at, "updated",
+                                 (json_int_t)m->updated_at, "step", step)
+                     : NULL;
+    if (o == NULL || json_array_append_new(w->arr, o) != 0) {
+        w->failed = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* GET /api/v1/mpps: what the modalities reported, newest first.  Steps
+ * belong to no department: a caller limited to some sees none. */
+static enum MHD_Result mpps(WebRequest *r)
+{
+    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
+        return web__json_error(r, 405, "method not allowed", r->method);
+    }
+    if (!web__can(r, ACCESS_VIEW)) {
+        return web__forbidden(r, "performed procedure steps need the view "
+                              "verb");
+    }
+    WorklistRows w = {.arr = json_array()};
+    AgError err;
+    if (w.arr == NULL) {
+        return web__json_error(r, 500, "internal error", "out of memory");
+    }
+    if (store_mpps_list(web__store(r), &r->who.scope, mpps_row, &w, &err) !=
+        AG_OK) {
+        json_decref(w.arr);
+        return send_error(r, &err);
+    }
+    if (w.failed) {
+        json_decref(w.arr);
+        return web__json_error(r, 500, "internal error", "out of memory");
+    }
+    web__audit_query(r, "mpps", NULL);
+    return send_json(r, 200, w.arr);
+}
+
 /* ---- settings (store.h: run-time settings) ------------------------------ */
 
 #define MAX_SETTINGS 16
@@ -1250,6 +1300,9 @@ static enum MHD_Result route(WebRequest *r, char **seg, int n, json_t *body)
     }
     if (strcmp(seg[0], "worklist") == 0 && n <= 2) {
         return worklist(r, seg, n, body);
+    }
+    if (strcmp(seg[0], "mpps") == 0 && n == 1) {
+        return mpps(r);
     }
     if (n == 2 && strcmp(seg[0], "shares") == 0 && strcmp(m, "DELETE") == 0) {
         AgError err;

@@ -1,14 +1,18 @@
 """Modality Worklist (PS3.4 K): items added through the REST API and
 `agora worklist`, fetched by DCMTK's findscu -W the way a modality does,
 matched like C-FIND, answered with the keys asked, scoped by department,
-audited; bad items refused with a precise 400 and nothing kept."""
+audited; bad items refused with a precise 400 and nothing kept.  And the
+Modality Performed Procedure Step SCP (PS3.4 F.7) that moves items along."""
 import json
 import os
+import socket
+import struct
 import subprocess
 
 import pydicom
 import pytest
 import requests
+from pydicom.dataset import Dataset
 
 from test_dimse import AGORA, Server, agora, dcmtk, free_port
 
@@ -308,3 +312,123 @@ def test_cli_moves_a_dcmtk_worklist_folder_over(tmp_path):
                            "--json").stdout)
     assert sorted(e["action"] for e in log) == ["C", "C", "C", "C", "D", "D"]
     assert sorted(e["outcome"] for e in log) == [0, 0, 0, 0, 0, 4]   # bad.json
+
+
+# ---- Modality Performed Procedure Step (PS3.4 F.7) ---------------------------
+# DCMTK has no MPPS SCU: a small client over a raw socket, as test_commit.py.
+
+MPPS = "1.2.840.10008.3.1.2.3.3"
+IMPLICIT = "1.2.840.10008.1.2"
+
+
+def mpps_associate(port, aet="CT01"):
+    from test_commit import item as pdu_item
+    from test_dimse import read_pdu
+    body = struct.pack(">HH", 1, 0) + b"AGORA".ljust(16) + aet.encode().ljust(16) + bytes(32)
+    body += pdu_item(0x10, b"1.2.840.10008.3.1.1.1")
+    body += pdu_item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + pdu_item(0x30, MPPS.encode())
+                     + pdu_item(0x40, IMPLICIT.encode()))
+    body += pdu_item(0x50, pdu_item(0x51, struct.pack(">I", 65536)) + pdu_item(0x52, b"1.2.3.4"))
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(struct.pack(">BBI", 1, 0, len(body)) + body)
+    t, ac = read_pdu(s)
+    assert t == 2, "association not accepted"
+    i = ac.index(b"\x21\x00", 68)           # presentation context (AC)
+    assert ac[i + 4] == 1 and ac[i + 6] == 0, "MPPS context not accepted"
+    return s
+
+
+def n_request(s, create, uid, ds, msg_id=1):
+    """N-CREATE (create) or N-SET of step uid; (status, response fields)."""
+    from test_commit import command, implicit_bytes, pdata, recv_message
+    us = lambda v: struct.pack("<H", v)
+    fields = {0x00000100: us(0x0140 if create else 0x0120), 0x00000110: us(msg_id),
+              0x00000800: us(0)}
+    if create:
+        fields[0x00000002] = MPPS.encode()
+        if uid:
+            fields[0x00001000] = uid.encode()
+    else:
+        fields[0x00000003] = MPPS.encode()
+        fields[0x00001001] = uid.encode()
+    s.sendall(pdata(command(fields), True) + pdata(implicit_bytes(ds), False))
+    rsp, _ = recv_message(s)
+    assert struct.unpack("<H", rsp[0x00000100])[0] == (0x8140 if create else 0x8120)
+    return struct.unpack("<H", rsp[0x00000900])[0], rsp
+
+
+def performed(status, study=None, sps_id=None, **more):
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = status
+    ds.PatientID = "P7"
+    if study is not None:
+        step = Dataset()
+        step.StudyInstanceUID = study
+        step.ScheduledProcedureStepID = sps_id
+        ds.ScheduledStepAttributesSequence = [step]
+    for k, v in more.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_mpps_reports_move_the_worklist(site, tmp_path):
+    study = "1.2.826.0.1.3680043.10.1447.88.1"
+    it = item("P7", "STEP^BY^STEP", "DX", "DX01", TODAY, "1100",
+              StudyInstanceUID=("UI", study))
+    it["00400100"]["Value"][0]["00400009"] = {"vr": "SH", "Value": ["SPS-MP1"]}
+    admin = Client(site.base, "admin")
+    assert admin.post("/api/v1/worklist", json={"item": it}).status_code == 201
+    asked = [*ASK, STEP + "ScheduledProcedureStepStatus"]
+    rs = mwl(site, tmp_path, *asked, STEP + "Modality=DX")
+    assert [r.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
+            for r in rs] == ["SCHEDULED"]
+
+    uid = "1.2.826.0.1.3680043.10.1447.88.9"
+    s = mpps_associate(site.port)
+    try:
+        st, _ = n_request(s, True, uid, performed("IN PROGRESS", study, "SPS-MP1",
+                                                  PerformedProcedureStepStartDate=TODAY,
+                                                  PerformedProcedureStepStartTime="1102"))
+        assert st == 0x0000
+        rs = mwl(site, tmp_path, *asked, STEP + "Modality=DX")
+        assert [r.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
+                for r in rs] == ["STARTED"]
+        # refusals, with the standard's statuses (F.7.2.1.3, F.7.2.2.3)
+        st, _ = n_request(s, True, uid, performed("IN PROGRESS", study, "SPS-MP1"), 2)
+        assert st == 0x0111                                  # duplicate
+        st, rsp = n_request(s, True, uid + ".2", performed("COMPLETED", study, "X"), 3)
+        assert st == 0x0106                                  # invalid value
+        assert rsp[0x00000901] == struct.pack("<HH", 0x0040, 0x0252)
+        st, rsp = n_request(s, True, uid + ".3", performed("IN PROGRESS"), 4)
+        assert st == 0x0120                                  # missing attribute
+        st, _ = n_request(s, False, uid + ".404", performed("COMPLETED"), 5)
+        assert st == 0x0112                                  # no such instance
+        st, _ = n_request(s, False, uid, performed("PAUSED"), 6)
+        assert st == 0x0106
+        # the end: the step leaves the modality's list
+        end = Dataset()
+        end.PerformedProcedureStepStatus = "COMPLETED"
+        end.PerformedProcedureStepEndDate = TODAY
+        end.PerformedProcedureStepEndTime = "1130"
+        st, _ = n_request(s, False, uid, end, 7)
+        assert st == 0x0000
+        st, _ = n_request(s, False, uid, end, 8)
+        assert st == 0x0110                                  # final: no more updates
+        # an SCU that gives no UID gets one (F.7.2.1.1)
+        st, rsp = n_request(s, True, None, performed("IN PROGRESS", study, "none"), 9)
+        assert st == 0x0000 and rsp[0x00001000].rstrip(b"\0").startswith(b"2.25.")
+    finally:
+        s.close()
+    assert mwl(site, tmp_path, *asked, STEP + "Modality=DX") == []
+    rs = mwl(site, tmp_path, *asked, STEP + "Modality=DX",
+             STEP + "ScheduledProcedureStepStatus=COMPLETED")
+    assert pids(rs) == ["P7"]
+    steps = {m["uid"]: m for m in admin.get("/api/v1/mpps").json()}
+    assert steps[uid]["status"] == "COMPLETED" and steps[uid]["study"] == study
+    assert steps[uid]["calling_ae"] == "CT01"
+    assert steps[uid]["step"]["00400251"]["Value"] == ["1130"]     # N-SET merged
+    assert steps[uid]["step"]["00400245"]["Value"] == ["1102"]     # N-CREATE kept
+    assert Client(site.base, "tech").get("/api/v1/mpps").json() == []
+    aud = Client(site.base, "aud")
+    recs = aud.get("/api/v1/audit", params={"event": "110111", "limit": 500}).json()
+    assert {e.get("action") for e in recs} >= {"C", "U"}
