@@ -38,6 +38,7 @@
 #define TAG_STATION_AET 0x00400001u
 #define TAG_SPS_DATE 0x00400002u
 #define TAG_SPS_TIME 0x00400003u
+#define TAG_SPS_STATUS 0x00400020u
 
 typedef struct Options {
     StoreConfig cfg;
@@ -49,7 +50,7 @@ typedef struct Options {
 /* What a table row and an audit record show of an item; "" when absent. */
 typedef struct Fields {
     const char *patient_id, *patient_name, *accession;
-    const char *modality, *station, *date, *time;
+    const char *modality, *station, *date, *time, *status;
 } Fields;
 
 static void usage(FILE *out)
@@ -184,6 +185,7 @@ static void fields_of(const char *json, size_t len, AgArena *a, Fields *f)
         .station = value(sps, TAG_STATION_AET, a),
         .date = value(sps, TAG_SPS_DATE, a),
         .time = value(sps, TAG_SPS_TIME, a),
+        .status = value(sps, TAG_SPS_STATUS, a),
     };
 }
 
@@ -328,7 +330,7 @@ static int print_row(void *ctx, const StoreWorklistItem *it)
     fields_of(it->json, strlen(it->json), a, &f);
     if (!r->header) {
         printf("id\tscheduled\tmodality\tstation\tpatient_id\t"
-               "patient_name\taccession\tdepartment\n");
+               "patient_name\taccession\tdepartment\tstatus\n");
         r->header = true;
     }
     printf("%" PRId64, it->id);
@@ -339,6 +341,7 @@ static int print_row(void *ctx, const StoreWorklistItem *it)
     put_field("\t", f.patient_name);
     put_field("\t", f.accession);
     put_field("\t", it->department);
+    put_field("\t", f.status);
     putchar('\n');
     ag_arena_destroy(a);
     return 0;

@@ -293,6 +293,7 @@ def test_cli_moves_a_dcmtk_worklist_folder_over(tmp_path):
     table = agora("worklist", "--data", data, "list").stdout.splitlines()
     assert table[0].startswith("id\tscheduled\tmodality") and len(table) == 4
     assert "2026-11-30 10:15\tMR\tMR01\tW1\tGRÜN^ERIK" in table[3]
+    assert table[0].endswith("\tdepartment\tstatus") and table[3].endswith("\tSCHEDULED")
     shown = json.loads(agora("worklist", "--data", data, "show",
                              str(items[2]["id"])).stdout)
     assert shown["00400100"]["Value"][0]["00400001"]["Value"] == ["MR01"]
