@@ -201,9 +201,9 @@ static void propose(NetAssocParams *rq, const SvcTarget *t, size_t n)
     }
 }
 
-int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
-                  NetTls *tls_client, const NetLimits *lim,
-                  const SvcTarget *t, size_t n, NetReject *rj, AgError *err)
+int svc__scu_request(SvcScu *u, const StoreNode *node, const char *our_aet,
+                     NetTls *tls_client, const NetLimits *lim,
+                     NetAssocParams *rq, NetReject *rj, AgError *err)
 {
     memset(u, 0, sizeof *u);
     NetReject unused;
@@ -227,10 +227,6 @@ int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
             return trc;
         }
     }
-    NetAssocParams *rq = ag_calloc(1, sizeof *rq);
-    if (rq == NULL) {
-        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
-    }
     rq->protocol_version = 1;
     ag_fmt(rq->called_ae, sizeof rq->called_ae, "%s", node->aet);
     ag_fmt(rq->calling_ae, sizeof rq->calling_ae, "%s", our_aet);
@@ -239,8 +235,22 @@ int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
            DICOM_IMPLEMENTATION_CLASS_UID);
     ag_fmt(rq->impl_version, sizeof rq->impl_version, "%s",
            DICOM_IMPLEMENTATION_VERSION);
+    return net_request(&u->tr, lim, rq, &u->assoc, NULL, rj, err);
+}
+
+int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
+                  NetTls *tls_client, const NetLimits *lim,
+                  const SvcTarget *t, size_t n, NetReject *rj, AgError *err)
+{
+    NetAssocParams *rq = ag_calloc(1, sizeof *rq);
+    if (rq == NULL) {
+        memset(u, 0, sizeof *u);
+        u->fd = -1;
+        return ag_error_set(err, AG_ERR_NOMEM, "out of memory");
+    }
     propose(rq, t, n);
-    int rc = net_request(&u->tr, lim, rq, &u->assoc, NULL, rj, err);
+    int rc = svc__scu_request(u, node, our_aet, tls_client, lim, rq, rj,
+                              err);
     ag_free(rq);
     return rc;
 }

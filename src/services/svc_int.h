@@ -52,6 +52,9 @@ void svc__audit_store_flush(SvcAssoc *sa);
 /* "PatientID=X StudyDate=Y ..." of the non-empty keys, for Query records. */
 char *svc__keys_text(const DicomDataset *id, AgArena *a);
 
+/* The server is shutting down: work that may wait should not. */
+bool svc__stopping(SvcAssoc *sa);
+
 /* The association's scope, for StoreQuery.scope. */
 const StoreScope *svc__scope(SvcAssoc *sa);
 
@@ -134,6 +137,11 @@ typedef struct SvcScu {
 int svc__scu_open(SvcScu *u, const StoreNode *node, const char *our_aet,
                   NetTls *tls_client, const NetLimits *lim,
                   const SvcTarget *t, size_t n, NetReject *rj, AgError *err);
+/* The same with the presentation contexts (and role selections, ...)
+ * the caller put in rq; the rest of rq is filled in here. */
+int svc__scu_request(SvcScu *u, const StoreNode *node, const char *our_aet,
+                     NetTls *tls_client, const NetLimits *lim,
+                     NetAssocParams *rq, NetReject *rj, AgError *err);
 /* Release (release true) or abort the association, end TLS, close. */
 void svc__scu_close(SvcScu *u, bool release);
 
