@@ -74,6 +74,11 @@ const char *svc__our_aet(SvcAssoc *sa)
     return sa->server->aet;
 }
 
+bool svc__stopping(SvcAssoc *sa)
+{
+    return atomic_load(&sa->server->stop);
+}
+
 bool svc__fuzzy_names(SvcAssoc *sa)
 {
     /* The store's run-time setting is read at each query: an

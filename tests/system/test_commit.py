@@ -188,3 +188,100 @@ def test_bad_request_refused(srv):
     s, _, d = srv
     status, _, _ = request_commit(s.port, [], tx="not-a-uid")
     assert status != 0
+
+
+def send_n_action(s, refs, tx):
+    ds = Dataset()
+    ds.TransactionUID = tx
+    ds.ReferencedSOPSequence = []
+    for cls, inst in refs:
+        it = Dataset()
+        it.ReferencedSOPClassUID = cls
+        it.ReferencedSOPInstanceUID = inst
+        ds.ReferencedSOPSequence.append(it)
+    cmd = command({0x00000003: COMMIT.encode(), 0x00000100: struct.pack("<H", 0x0130),
+                   0x00000110: struct.pack("<H", 7), 0x00000800: struct.pack("<H", 0),
+                   0x00001001: COMMIT_INSTANCE.encode(), 0x00001008: struct.pack("<H", 1)})
+    s.sendall(pdata(cmd, True) + pdata(implicit_bytes(ds), False))
+    rsp, _ = recv_message(s)
+    assert struct.unpack("<H", rsp[0x00000100])[0] == 0x8130
+    return struct.unpack("<H", rsp[0x00000900])[0]
+
+
+def sub_items(body, start):
+    """(type, value) of the items of an A-ASSOCIATE PDU from offset start."""
+    out, i = [], start
+    while i + 4 <= len(body):
+        t, n = body[i], struct.unpack(">H", body[i + 2:i + 4])[0]
+        out.append((t, body[i + 4:i + 4 + n]))
+        i += 4 + n
+    return out
+
+
+def accept_report(lsock):
+    """Accept Agora's association as the commitment SCU would (J.3.3.1.3):
+    the SCP role it proposes granted; return (event type, data set)."""
+    c, _ = lsock.accept()
+    c.settimeout(15)
+    t, rq = read_pdu(c, timeout=15)
+    assert t == 1, "expected an A-ASSOCIATE-RQ"
+    assert rq[4:20].strip() == b"SCU" and rq[20:36].strip() == b"AGORA"
+    items = sub_items(rq, 68)
+    ctx = [v for t, v in items if t == 0x20]
+    assert len(ctx) == 1 and COMMIT.encode() in ctx[0]
+    ctx_id = ctx[0][0]
+    user = dict(sub_items([v for t, v in items if t == 0x50][0], 0))
+    role = user[0x54]                       # SCP/SCU role selection
+    n = struct.unpack(">H", role[:2])[0]
+    assert role[2:2 + n] == COMMIT.encode() and role[2 + n:] == b"\x00\x01"
+    body = struct.pack(">HH", 1, 0) + rq[4:36] + bytes(32)
+    body += item(0x10, b"1.2.840.10008.3.1.1.1")
+    body += item(0x21, struct.pack(">BBBB", ctx_id, 0, 0, 0) + item(0x40, IMPLICIT.encode()))
+    body += item(0x50, item(0x51, struct.pack(">I", 65536)) + item(0x52, b"1.2.3.4")
+                 + item(0x54, role))
+    c.sendall(struct.pack(">BBI", 2, 0, len(body)) + body)
+    ev, evds = recv_message(c)
+    assert struct.unpack("<H", ev[0x00000100])[0] == 0x0100
+    rsp = command({0x00000002: COMMIT.encode(), 0x00000100: struct.pack("<H", 0x8100),
+                   0x00000120: ev[0x00000110], 0x00000800: struct.pack("<H", 0x0101),
+                   0x00000900: struct.pack("<H", 0)})
+    pdv = struct.pack(">IBB", len(rsp) + 2, ctx_id, 3) + rsp
+    c.sendall(struct.pack(">BBI", 4, 0, len(pdv)) + pdv)
+    t, _ = read_pdu(c, timeout=15)
+    assert t == 5, "expected A-RELEASE-RQ"
+    c.sendall(struct.pack(">BBI", 6, 0, 4) + bytes(4))
+    c.close()
+    return struct.unpack("<H", ev[0x00001002])[0], evds
+
+
+def test_report_on_a_new_association_after_release(tmp_path):
+    """J.3.3.1.2: the SCU released right after the N-ACTION-RSP; the result
+    comes on an association Agora opens to it, with the SCP role."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(20)
+    data = str(tmp_path / "d")
+    agora("node", "--data", data, "add", "SCU", "127.0.0.1", str(lsock.getsockname()[1]))
+    srv = Server(data)
+    try:
+        f = os.path.join(SAMPLES, "CT_small.dcm")
+        assert dcmtk("storescu", "-aet", "SCU", "-aec", "AGORA", "127.0.0.1",
+                     str(srv.port), f).returncode == 0
+        d = pydicom.dcmread(f, stop_before_pixels=True)
+        tx = "1.2.826.0.1.3680043.10.1447.99.9.77"
+        s = associate(srv.port)
+        assert send_n_action(s, [(d.SOPClassUID, d.SOPInstanceUID)], tx) == 0
+        s.sendall(struct.pack(">BBI", 5, 0, 4) + bytes(4))   # release at once
+        while True:          # a report on this association goes unanswered
+            t, _ = read_pdu(s, timeout=10)
+            if t in (6, None):
+                break
+        s.close()
+        event, ds = accept_report(lsock)
+        assert event == 1 and ds.TransactionUID == tx
+        assert [i.ReferencedSOPInstanceUID for i in ds.ReferencedSOPSequence] == [d.SOPInstanceUID]
+        assert srv.alive()
+    finally:
+        lsock.close()
+        srv.stop()
