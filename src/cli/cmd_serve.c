@@ -47,6 +47,11 @@ static void usage(FILE *out)
             "by --tls-ca\n"
             "  --fuzzy-names          C-FIND person names match ignoring "
             "case\n"
+            "  --prefer-ts UID,...    transfer syntaxes accepted first when "
+            "a peer offers\n"
+            "                         them (default: uncompressed first, or "
+            "the peer's\n"
+            "                         compressed first choice)\n"
             "  --artim-timeout S      seconds to wait for an association "
             "request (30)\n"
             "  --idle-timeout S       seconds an association may stay "
@@ -178,7 +183,7 @@ static int parse_collector(const char *s, char *buf, size_t cap,
 /* ---- end of audit trail options ------------------------------------------ */
 
 /* ---- CORS for /dicom-web (--cors-origin, repeatable) -------------------- */
-enum { OPT_CORS_ORIGIN = 0x500 };
+enum { OPT_CORS_ORIGIN = 0x500, OPT_PREFER_TS };
 #define MAX_CORS_ORIGINS 16
 
 /* An origin as browsers send it (RFC 6454 §6.1): "*", or scheme "://"
@@ -340,6 +345,7 @@ int cmd_serve(int argc, char **argv)
         {"audit-syslog-cert", required_argument, NULL, OPT_AUDIT_SYSLOG_CERT},
         {"audit-syslog-key", required_argument, NULL, OPT_AUDIT_SYSLOG_KEY},
         {"cors-origin", required_argument, NULL, OPT_CORS_ORIGIN},
+        {"prefer-ts", required_argument, NULL, OPT_PREFER_TS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -454,6 +460,7 @@ int cmd_serve(int argc, char **argv)
         case OPT_AUDIT_SYSLOG_CA: audit_cfg.syslog_ca = optarg; break;
         case OPT_AUDIT_SYSLOG_CERT: audit_cfg.syslog_cert = optarg; break;
         case OPT_AUDIT_SYSLOG_KEY: audit_cfg.syslog_key = optarg; break;
+        case OPT_PREFER_TS: cfg.prefer_ts = optarg; break;
         case OPT_CORS_ORIGIN:
             if (add_cors_origin(optarg, cors, &ncors) != 0) {
                 fprintf(stderr, "agora serve: --cors-origin %s: not an "

@@ -19,8 +19,12 @@
 
 #define VERIFICATION_CLASS "1.2.840.10008.1.1"
 
+#define PREFER_MAX 16
+
 struct SvcServer {
     SvcConfig cfg;
+    char prefer[PREFER_MAX][65];  /* --prefer-ts, in order */
+    int nprefer;
     char aet[17];
     char bind_addr[64];
     int listen_fd;
@@ -121,6 +125,53 @@ static int ts_rank(const char *ts, bool storage)
     return -1;
 }
 
+/* Position of ts in the configured preferences, or -1. */
+static int preferred(const SvcServer *s, const char *ts)
+{
+    for (int i = 0; i < s->nprefer; i++) {
+        if (strcmp(s->prefer[i], ts) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The proposed syntax of r to accept: the first of the configured
+ * preferences the peer offers and Agora can take, else Agora's own
+ * order; -1 if none will do. */
+static int choose_ts(const SvcServer *s, const NetPresContext *r,
+                     bool storage)
+{
+    int best = -1, best_pref = PREFER_MAX;
+    for (uint8_t k = 0; k < r->nsyntaxes; k++) {
+        int p = preferred(s, r->syntaxes[k]);
+        if (p >= 0 && p < best_pref && ts_rank(r->syntaxes[k], storage) >= 0) {
+            best = k;
+            best_pref = p;
+        }
+    }
+    if (best >= 0) {
+        return best;
+    }
+    int best_rank = 1000;
+    for (uint8_t k = 0; k < r->nsyntaxes; k++) {
+        int rank = ts_rank(r->syntaxes[k], storage);
+        /* A sender whose first choice is compressed usually holds the
+         * instance compressed and may be unable to decompress it
+         * (DCMTK's storescu and JPEG 2000): the archive keeps what it
+         * receives, so honour that choice; otherwise uncompressed in
+         * our order of preference. */
+        if (k == 0 && rank == 10) {
+            return 0;
+        }
+        if (rank >= 0 && rank < best_rank) {
+            best = k;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
 static void negotiate(SvcServer *s, const NetAssocParams *rq,
                       NetAssocParams *ac)
 {
@@ -133,7 +184,6 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
            DICOM_IMPLEMENTATION_CLASS_UID);
     ag_fmt(ac->impl_version, sizeof ac->impl_version, "%s",
            DICOM_IMPLEMENTATION_VERSION);
-    (void)s;
     ac->ncontexts = rq->ncontexts;
     for (uint8_t i = 0; i < rq->ncontexts; i++) {
         const NetPresContext *r = &rq->contexts[i];
@@ -151,24 +201,7 @@ static void negotiate(SvcServer *s, const NetAssocParams *rq,
             c->result = NET_PC_ABSTRACT_SYNTAX_NOT_SUPPORTED;
             continue;
         }
-        int best = -1, best_rank = 1000;
-        for (uint8_t k = 0; k < r->nsyntaxes; k++) {
-            int rank = ts_rank(r->syntaxes[k], storage);
-            /* A sender whose first choice is compressed usually holds the
-             * instance compressed and may be unable to decompress it
-             * (DCMTK's storescu and JPEG 2000): the archive keeps what it
-             * receives, so honour that choice; otherwise uncompressed in
-             * our order of preference. */
-            if (k == 0 && rank == 10) {
-                best = 0;
-                best_rank = -1;
-                break;
-            }
-            if (rank >= 0 && rank < best_rank) {
-                best = k;
-                best_rank = rank;
-            }
-        }
+        int best = choose_ts(s, r, storage);
         if (best < 0) {
             c->result = NET_PC_TRANSFER_SYNTAXES_NOT_SUPPORTED;
             continue;
@@ -733,6 +766,35 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
+/* --prefer-ts: known, current transfer syntax UIDs, at most PREFER_MAX. */
+static int parse_prefer(SvcServer *s, const char *list, AgError *err)
+{
+    s->nprefer = 0;
+    s->cfg.prefer_ts = NULL;   /* borrowed text: s keeps its own copy */
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char uid[65];
+        if (n == 0 || n >= sizeof uid) {
+            return ag_error_set(err, AG_ERR_INVALID, "--prefer-ts: an empty "
+                                "or overlong entry");
+        }
+        memcpy(uid, p, n);
+        uid[n] = '\0';
+        const DicomTransferSyntax *t = dicom_ts_lookup(uid);
+        if (t == NULL || t->retired) {
+            return ag_error_set(err, AG_ERR_INVALID, "--prefer-ts: %s is not "
+                                "a transfer syntax Agora accepts", uid);
+        }
+        if (s->nprefer == PREFER_MAX) {
+            return ag_error_set(err, AG_ERR_INVALID, "--prefer-ts: more than "
+                                "%d syntaxes", PREFER_MAX);
+        }
+        memcpy(s->prefer[s->nprefer++], uid, n + 1);
+        p += n + (p[n] == ',');
+    }
+    return AG_OK;
+}
+
 int svc_server_start(const SvcConfig *cfg, SvcServer **out, AgError *err)
 {
     SvcServer *s = ag_calloc(1, sizeof *s);
@@ -748,6 +810,10 @@ int svc_server_start(const SvcConfig *cfg, SvcServer **out, AgError *err)
     }
     if (s->cfg.max_associations > 1024) {
         s->cfg.max_associations = 1024;
+    }
+    if (parse_prefer(s, cfg->prefer_ts, err) != AG_OK) {
+        ag_free(s);
+        return err->code;
     }
     for (size_t i = 0; i < sizeof s->fds / sizeof s->fds[0]; i++) {
         s->fds[i] = -1;

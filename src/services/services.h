@@ -33,6 +33,11 @@ typedef struct SvcConfig {
      * them there, so that they can change while it runs). */
     bool accept_unknown_ae;        /* default false */
     bool fuzzy_names;              /* C-FIND PN matching ignores case */
+    /* Transfer syntax UIDs, comma-separated, that Agora accepts before
+     * any other a peer proposes in a presentation context, in this order
+     * (e.g. JPEG-LS lossless first, to store compressed what modalities
+     * can send so); NULL: uncompressed preferred (server.c, negotiate). */
+    const char *prefer_ts;
     Store *store;                  /* borrowed */
     NetTls *tls;                   /* this listener speaks TLS (borrowed) */
     NetTls *tls_client;            /* for C-MOVE to nodes marked tls */

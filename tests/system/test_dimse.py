@@ -390,6 +390,48 @@ def test_unknown_context_rejected_but_echo_accepted(known):
         assert results == {1: 3, 3: 0}
 
 
+def accepted_syntaxes(port, contexts):
+    """{context id: accepted transfer syntax (or None)} of an A-ASSOCIATE-AC."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(assoc_rq(contexts=contexts))
+        t, body = read_pdu(s)
+        assert t == 2
+        i, out = 68, {}
+        while i < len(body):
+            it, ln = body[i], struct.unpack(">H", body[i + 2:i + 4])[0]
+            if it == 0x21:
+                ts = body[i + 12:i + 4 + ln] if body[i + 6] == 0 else None
+                out[body[i + 4]] = ts.decode() if ts else None
+            i += 4 + ln
+        s.sendall(struct.pack(">BBI", 7, 0, 4) + bytes(4))   # abort
+        return out
+
+
+def test_transfer_syntax_preferences(known, tmp_path):
+    """Agora's order by default (uncompressed first, or a sender's
+    compressed first choice); --prefer-ts puts the configured ones first,
+    where the peer offers them and Agora can take them."""
+    CT = b"1.2.840.10008.5.1.4.1.1.2"
+    IMPL, EXPL = b"1.2.840.10008.1.2", b"1.2.840.10008.1.2.1"
+    JLS, J2K = b"1.2.840.10008.1.2.4.80", b"1.2.840.10008.1.2.4.90"
+    ctx = [(1, CT, [IMPL, EXPL, JLS, J2K]), (3, CT, [J2K, IMPL]),
+           (5, b"1.2.840.10008.1.1", [JLS, IMPL]), (7, CT, [IMPL])]
+    assert accepted_syntaxes(known.port, ctx) == {
+        1: EXPL.decode(), 3: J2K.decode(), 5: IMPL.decode(), 7: IMPL.decode()}
+    data = str(tmp_path / "pref")
+    agora("node", "--data", data, "add", "SCU", "127.0.0.1", "11113")
+    srv = Server(data, "--prefer-ts", "1.2.840.10008.1.2.4.80,1.2.840.10008.1.2")
+    try:
+        assert accepted_syntaxes(srv.port, ctx) == {
+            1: JLS.decode(), 3: IMPL.decode(), 5: IMPL.decode(), 7: IMPL.decode()}
+    finally:
+        srv.stop()
+    r = subprocess.run([AGORA, "serve", "--data", data, "--dicom-port", str(free_port()),
+                        "--http-port", "0", "--prefer-ts", "1.2.3.4"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "1.2.3.4" in r.stderr
+
+
 def test_flood_of_associations(known):
     socks = []
     try:
