@@ -477,7 +477,8 @@ int store_worklist_purge(Store *s, const char *date, uint64_t *n,
 /* ---- C-FIND ----------------------------------------------------------------- */
 
 /* A key value the SQL may compare as is: non-empty, no wildcard, one
- * value (C.2.2.2.1 single value matching). */
+ * value (C.2.2.2.1 single value matching), ASCII (the columns are UTF-8,
+ * the key is in the query's character set). */
 static const char *plain(const DicomDataset *keys, uint32_t tag, AgArena *a)
 {
     const DicomElement *k = dicom_dataset_find(keys, tag);
@@ -486,6 +487,11 @@ static const char *plain(const DicomDataset *keys, uint32_t tag, AgArena *a)
         dicom_element_text(k, a, &v, NULL) != AG_OK || v == NULL ||
         v[0] == '\0' || strpbrk(v, "*?\\") != NULL) {
         return NULL;
+    }
+    for (const char *c = v; *c != '\0'; c++) {
+        if ((unsigned char)*c >= 0x80) {
+            return NULL;
+        }
     }
     while (*v == ' ') {
         v++;

@@ -397,6 +397,26 @@ static void test_find_response_identifier(void **state)
                      AG_OK);
 }
 
+static void test_find_key_in_another_character_set(void **state)
+{
+    (void)state;
+    add(item("P\u00c41", "X^Y", "CT", "CT01", "20261130", "0900", ""), NULL);
+    add(item("P2", "X^Z", "CT", "CT01", "20261130", "0900", ""), NULL);
+    /* A Latin-1 query for the same ID: matched by its meaning, not its
+     * bytes (the stored item is UTF-8). */
+    DicomDataset *k = dicom_dataset_create(arena);
+    assert_int_equal(dicom_set_string(k, DICOM_TAG_SPECIFIC_CHARACTER_SET,
+                                      DICOM_VR_CS, "ISO_IR 100", NULL),
+                     AG_OK);
+    assert_int_equal(dicom_set_bytes(k, 0x00100020, DICOM_VR_LO, "P\xc4" "1",
+                                     3, NULL), AG_OK);
+    static Matches ms;
+    memset(&ms, 0, sizeof ms);
+    assert_int_equal(store_worklist_find(store, k, &STORE_SCOPE_ALL, false,
+                                         match_fn, &ms, &err), AG_OK);
+    assert_int_equal(ms.n, 1);
+}
+
 /* ---- scope, remove, purge ------------------------------------------------- */
 
 static int64_t new_dept(const char *name)
@@ -654,6 +674,7 @@ int main(void)
         T(test_add_makes_up_missing_identifiers),
         T(test_find_matches_like_c_find),
         T(test_find_response_identifier),
+        T(test_find_key_in_another_character_set),
         T(test_scope_and_remove),
         T(test_purge_before_a_date),
         T(test_mpps_moves_the_worklist_along),
