@@ -306,6 +306,30 @@ static int parse_port(const char *s, uint16_t *out)
     return 0;
 }
 
+/* What cmd_serve opened before a listener failed to start, undone in the
+ * reverse order (NULL ones skipped), so that an early exit leaks nothing. */
+typedef struct Opened {
+    Store *store;
+    AuditLog *audit;
+    Access *access;
+    NetTls *tls_server, *tls_client;
+    SvcServer *dimse;
+} Opened;
+
+static int fail_serve(const Opened *o, const AgError *err)
+{
+    fprintf(stderr, "agora serve: %s\n", err->msg);
+    svc_server_stop(o->dimse);
+    net_tls_free(o->tls_server);
+    net_tls_free(o->tls_client);
+    codec_isolate_decoders(false);
+    codec_sandbox_shutdown();
+    access_close(o->access);
+    store_close(o->store);
+    audit_close(o->audit);
+    return 1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -543,28 +567,23 @@ int cmd_serve(int argc, char **argv)
                              .verify_peer = tcfg.ca_file != NULL};
         if (net_tls_create(&tcfg, true, &tls_server, &err) != AG_OK ||
             net_tls_create(&ccfg, false, &tls_client, &err) != AG_OK) {
-            fprintf(stderr, "agora serve: %s\n", err.msg);
-            net_tls_free(tls_server);
-            store_close(store);
-            return 1;
+            Opened o = {store, audit, access, tls_server, tls_client, NULL};
+            return fail_serve(&o, &err);
         }
         cfg.tls_client = tls_client;
     }
     SvcServer *dimse = NULL, *dimse_tls = NULL;
     if (cfg.port != 0 && svc_server_start(&cfg, &dimse, &err) != AG_OK) {
-        fprintf(stderr, "agora serve: %s\n", err.msg);
-        store_close(store);
-        return 1;
+        Opened o = {store, audit, access, tls_server, tls_client, NULL};
+        return fail_serve(&o, &err);
     }
     if (tls_server != NULL && tls_port != 0) {
         SvcConfig tcfg2 = cfg;
         tcfg2.port = tls_port;
         tcfg2.tls = tls_server;
         if (svc_server_start(&tcfg2, &dimse_tls, &err) != AG_OK) {
-            fprintf(stderr, "agora serve: %s\n", err.msg);
-            svc_server_stop(dimse);
-            store_close(store);
-            return 1;
+            Opened o = {store, audit, access, tls_server, tls_client, dimse};
+            return fail_serve(&o, &err);
         }
     }
     ServeLink link = {.send = {.aet = cfg.aet, .store = store,   /* jobs.c */
