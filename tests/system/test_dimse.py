@@ -43,14 +43,22 @@ class Server:
             [AGORA, "serve", "--data", data, "--dicom-port", str(self.port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT,
             env=env if env is not None else {**os.environ, "AGORA_ADMIN_PASSWORD": "admin-password-1"})
+        # Ready once the DICOM port answers, and the HTTP port when one is
+        # given: the web listener starts after the DICOM one (a moment
+        # later under ASan), and a first request must not be refused.
+        ports = [self.port]
+        if "--http-port" in extra:
+            http = int(extra[list(extra).index("--http-port") + 1])
+            ports += [http] if http else []
         deadline = time.time() + 10
-        while time.time() < deadline:
+        while ports and time.time() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                with socket.create_connection(("127.0.0.1", ports[0]), timeout=0.2):
+                    ports.pop(0)
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("agora serve did not start")
+        if ports:
+            raise RuntimeError("agora serve did not start")
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
