@@ -1991,7 +1991,7 @@ int store_metadata(Store *s, const char *study, const char *series,
 
 /* AE titles (PS3.5 §6.2 AE): 1-16 characters, no backslash or control
  * characters, not all spaces. */
-static bool valid_aet(const char *s)
+bool store__valid_aet(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 16 || s[0] == ' ') {
@@ -2043,7 +2043,7 @@ int store_sql_exec(Store *s, const char *sql, const char *const *params,
 
 int store_node_put(Store *s, const StoreNode *n, AgError *err)
 {
-    if (!valid_aet(n->aet)) {
+    if (!store__valid_aet(n->aet)) {
         return ag_error_set(err, AG_ERR_INVALID, "invalid AE title");
     }
     if (!valid_host(n->host)) {

@@ -293,6 +293,9 @@ int store__reindex_blob(Store *s, const char *name, AgError *err);
 int store__worklist_follow(Store *s, const StoreScope *scope,
                            const char *study_uid, const char *sps_id,
                            const char *status, uint64_t *n, AgError *err);
+/* AE titles (PS3.5 §6.2 AE): 1-16 characters, no backslash or control
+ * characters, not all spaces (store.c). */
+bool store__valid_aet(const char *s);
 /* DA (YYYYMMDD) and TM (HH[MM[SS[.F{1,6}]]]) values, PS3.5 §6.2. */
 bool store__valid_da(const char *s);
 bool store__valid_tm(const char *s);

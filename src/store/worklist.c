@@ -84,22 +84,6 @@ bool store__valid_tm(const char *s)
     return n == 6 && f >= 1 && f <= 6 && digits(dot + 1, f);
 }
 
-/* AE (PS3.5 §6.2): 1-16 characters, no backslash or control characters. */
-static bool valid_ae(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 16) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
-            return false;
-        }
-    }
-    return true;
-}
-
 static const char *text(const DicomDataset *ds, uint32_t tag, AgArena *a)
 {
     const char *v = dicom_get_string(ds, tag, a);
@@ -160,7 +144,8 @@ static int check_item(const DicomDataset *ds, AgArena *a, AgError *err)
         return ag_error_set(err, AG_ERR_INVALID, "Modality (0008,0060) is "
                             "required in the scheduled step");
     }
-    if (!valid_ae(text(sps, TAG_STATION_AET, a))) {
+    const char *aet = text(sps, TAG_STATION_AET, a);
+    if (aet == NULL || !store__valid_aet(aet)) {
         return ag_error_set(err, AG_ERR_INVALID, "Scheduled Station AE Title "
                             "(0040,0001) is required (1-16 characters)");
     }
