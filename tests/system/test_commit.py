@@ -95,8 +95,7 @@ def implicit_bytes(ds):
     return fp.getvalue()
 
 
-def request_commit(port, refs, tx="1.2.826.0.1.3680043.10.1447.99.9.1"):
-    s = associate(port)
+def send_n_action(s, refs, tx):
     ds = Dataset()
     ds.TransactionUID = tx
     ds.ReferencedSOPSequence = []
@@ -111,7 +110,12 @@ def request_commit(port, refs, tx="1.2.826.0.1.3680043.10.1447.99.9.1"):
     s.sendall(pdata(cmd, True) + pdata(implicit_bytes(ds), False))
     rsp, _ = recv_message(s)
     assert struct.unpack("<H", rsp[0x00000100])[0] == 0x8130
-    status = struct.unpack("<H", rsp[0x00000900])[0]
+    return struct.unpack("<H", rsp[0x00000900])[0]
+
+
+def request_commit(port, refs, tx="1.2.826.0.1.3680043.10.1447.99.9.1"):
+    s = associate(port)
+    status = send_n_action(s, refs, tx)
     if status != 0:
         s.close()
         return status, None, None
@@ -188,24 +192,6 @@ def test_bad_request_refused(srv):
     s, _, d = srv
     status, _, _ = request_commit(s.port, [], tx="not-a-uid")
     assert status != 0
-
-
-def send_n_action(s, refs, tx):
-    ds = Dataset()
-    ds.TransactionUID = tx
-    ds.ReferencedSOPSequence = []
-    for cls, inst in refs:
-        it = Dataset()
-        it.ReferencedSOPClassUID = cls
-        it.ReferencedSOPInstanceUID = inst
-        ds.ReferencedSOPSequence.append(it)
-    cmd = command({0x00000003: COMMIT.encode(), 0x00000100: struct.pack("<H", 0x0130),
-                   0x00000110: struct.pack("<H", 7), 0x00000800: struct.pack("<H", 0),
-                   0x00001001: COMMIT_INSTANCE.encode(), 0x00001008: struct.pack("<H", 1)})
-    s.sendall(pdata(cmd, True) + pdata(implicit_bytes(ds), False))
-    rsp, _ = recv_message(s)
-    assert struct.unpack("<H", rsp[0x00000100])[0] == 0x8130
-    return struct.unpack("<H", rsp[0x00000900])[0]
 
 
 def sub_items(body, start):
