@@ -25,16 +25,20 @@ def item(t, body):
     return struct.pack(">BBH", t, 0, len(body)) + body
 
 
-def associate(port):
-    body = struct.pack(">HH", 1, 0) + b"AGORA".ljust(16) + b"SCU".ljust(16) + bytes(32)
+def associate(port, abstract=COMMIT, aet="SCU"):
+    """An association from aet with one context (id 1, Implicit VR LE) for
+    abstract, which must be accepted."""
+    body = struct.pack(">HH", 1, 0) + b"AGORA".ljust(16) + aet.encode().ljust(16) + bytes(32)
     body += item(0x10, b"1.2.840.10008.3.1.1.1")
-    body += item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + item(0x30, COMMIT.encode())
+    body += item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + item(0x30, abstract.encode())
                  + item(0x40, IMPLICIT.encode()))
     body += item(0x50, item(0x51, struct.pack(">I", 65536)) + item(0x52, b"1.2.3.4"))
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(struct.pack(">BBI", 1, 0, len(body)) + body)
-    t, _ = read_pdu(s)
+    t, ac = read_pdu(s)
     assert t == 2, "association not accepted"
+    i = ac.index(b"\x21\x00", 68)           # presentation context (AC)
+    assert ac[i + 4] == 1 and ac[i + 6] == 0, f"{abstract} context not accepted"
     return s
 
 

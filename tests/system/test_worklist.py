@@ -5,7 +5,6 @@ audited; bad items refused with a precise 400 and nothing kept.  And the
 Modality Performed Procedure Step SCP (PS3.4 F.7) that moves items along."""
 import json
 import os
-import socket
 import struct
 import subprocess
 
@@ -319,24 +318,11 @@ def test_cli_moves_a_dcmtk_worklist_folder_over(tmp_path):
 # DCMTK has no MPPS SCU: a small client over a raw socket, as test_commit.py.
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
-IMPLICIT = "1.2.840.10008.1.2"
 
 
 def mpps_associate(port, aet="CT01"):
-    from test_commit import item as pdu_item
-    from test_dimse import read_pdu
-    body = struct.pack(">HH", 1, 0) + b"AGORA".ljust(16) + aet.encode().ljust(16) + bytes(32)
-    body += pdu_item(0x10, b"1.2.840.10008.3.1.1.1")
-    body += pdu_item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + pdu_item(0x30, MPPS.encode())
-                     + pdu_item(0x40, IMPLICIT.encode()))
-    body += pdu_item(0x50, pdu_item(0x51, struct.pack(">I", 65536)) + pdu_item(0x52, b"1.2.3.4"))
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(struct.pack(">BBI", 1, 0, len(body)) + body)
-    t, ac = read_pdu(s)
-    assert t == 2, "association not accepted"
-    i = ac.index(b"\x21\x00", 68)           # presentation context (AC)
-    assert ac[i + 4] == 1 and ac[i + 6] == 0, "MPPS context not accepted"
-    return s
+    from test_commit import associate
+    return associate(port, MPPS, aet)
 
 
 def n_request(s, create, uid, ds, msg_id=1):
