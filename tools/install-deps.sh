@@ -9,7 +9,7 @@ BUILD=(gcc clang meson ninja-build pkg-config
        libsodium-dev libjansson-dev libturbojpeg0-dev libcharls-dev
        libopenjp2-7-dev libspng-dev zlib1g-dev libseccomp-dev)
 TEST=(libcmocka-dev libclang-rt-14-dev llvm dcmtk libgdcm-tools
-      python3-pytest python3-pydicom python3-requests python3-numpy
+      python3-pytest python3-pydicom python3-requests python3-numpy python3-pil
       python3-hl7 valgrind openssl chromium openjph-tools strace)
 
 want=("${BUILD[@]}")
