@@ -176,6 +176,41 @@ static const char *const MIGRATIONS[] = {
     "  uid TEXT PRIMARY KEY, status TEXT NOT NULL, study_uid TEXT,"
     "  calling_ae TEXT, json TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);",
+    /* 9: the archive's totals, kept by triggers in the transactions that
+     * change them (cascades fire them too), so that the stats (the serve
+     * banner, /metrics, /api/v1/stats) are one row, not a scan of every
+     * instance: at startup that scan competed with the first clients, and
+     * on a large archive every /metrics scrape read the whole table.
+     * Counted once here from what an older archive holds. */
+    "CREATE TABLE totals ("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  patients INTEGER NOT NULL, studies INTEGER NOT NULL,"
+    "  series INTEGER NOT NULL, instances INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL);"
+    "INSERT INTO totals SELECT 1, (SELECT count(*) FROM patients),"
+    "  (SELECT count(*) FROM studies), (SELECT count(*) FROM series),"
+    "  (SELECT count(*) FROM instances),"
+    "  (SELECT coalesce(sum(size), 0) FROM instances);"
+    "CREATE TRIGGER totals_patient_add AFTER INSERT ON patients BEGIN"
+    "  UPDATE totals SET patients = patients + 1; END;"
+    "CREATE TRIGGER totals_patient_drop AFTER DELETE ON patients BEGIN"
+    "  UPDATE totals SET patients = patients - 1; END;"
+    "CREATE TRIGGER totals_study_add AFTER INSERT ON studies BEGIN"
+    "  UPDATE totals SET studies = studies + 1; END;"
+    "CREATE TRIGGER totals_study_drop AFTER DELETE ON studies BEGIN"
+    "  UPDATE totals SET studies = studies - 1; END;"
+    "CREATE TRIGGER totals_series_add AFTER INSERT ON series BEGIN"
+    "  UPDATE totals SET series = series + 1; END;"
+    "CREATE TRIGGER totals_series_drop AFTER DELETE ON series BEGIN"
+    "  UPDATE totals SET series = series - 1; END;"
+    "CREATE TRIGGER totals_instance_add AFTER INSERT ON instances BEGIN"
+    "  UPDATE totals SET instances = instances + 1,"
+    "    bytes = bytes + NEW.size; END;"
+    "CREATE TRIGGER totals_instance_drop AFTER DELETE ON instances BEGIN"
+    "  UPDATE totals SET instances = instances - 1,"
+    "    bytes = bytes - OLD.size; END;"
+    "CREATE TRIGGER totals_instance_size AFTER UPDATE OF size ON instances"
+    "  BEGIN UPDATE totals SET bytes = bytes - OLD.size + NEW.size; END;",
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
@@ -1293,11 +1328,8 @@ static int sq_stats(StoreIndex *ix, StoreStats *out, AgError *err)
     sqlite3_stmt *st;
     int rc = AG_OK;
     if (sqlite3_prepare_v2(rd,
-                           "SELECT (SELECT count(*) FROM patients),"
-                           " (SELECT count(*) FROM studies),"
-                           " (SELECT count(*) FROM series),"
-                           " (SELECT count(*) FROM instances),"
-                           " (SELECT coalesce(sum(size), 0) FROM instances)",
+                           "SELECT patients, studies, series, instances,"
+                           " bytes FROM totals",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = db_error(rd, err, "stats");
     } else {
