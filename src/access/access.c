@@ -380,14 +380,36 @@ int access_user_join(Access *a, const char *name, const char *dept,
     if (d == 0) {
         return ag_error_set(err, AG_ERR_NOTFOUND, "no such department");
     }
-    char us[24], ds[24];
+    char us[24], ds[24], cap[24];
     fmt_id(us, u);
     fmt_id(ds, d);
-    const char *p[] = {us, ds};
-    return exec(a, join ? "INSERT OR IGNORE INTO user_depts (user_pk, dept_pk)"
-                          " VALUES (?1, ?2)"
-                        : "DELETE FROM user_depts WHERE user_pk = ?1"
-                          " AND dept_pk = ?2", p, 2, NULL, NULL, err);
+    fmt_id(cap, STORE_SCOPE_MAX_DEPTS);
+    const char *p[] = {us, ds, cap};
+    if (!join) {
+        return exec(a, "DELETE FROM user_depts WHERE user_pk = ?1 AND"
+                    " dept_pk = ?2", p, 2, NULL, NULL, err);
+    }
+    /* A scope holds STORE_SCOPE_MAX_DEPTS departments: one more would be
+     * left out of it, and the user silently unable to see its studies.
+     * The count and the insert are one statement (writes are serialised),
+     * so two joins at once cannot both pass. */
+    int64_t changes = 0;
+    int rc = exec(a, "INSERT OR IGNORE INTO user_depts (user_pk, dept_pk)"
+                  " SELECT ?1, ?2 WHERE (SELECT count(*) FROM user_depts"
+                  " WHERE user_pk = ?1 AND dept_pk <> ?2)"
+                  " < CAST(?3 AS INTEGER)", p, 3, &changes, NULL, err);
+    if (rc != AG_OK || changes > 0) {
+        return rc;
+    }
+    char *member = select_text(a, "SELECT 1 FROM user_depts WHERE"
+                               " user_pk = ?1 AND dept_pk = ?2", p, 2);
+    if (member != NULL) {
+        ag_free(member);
+        return AG_OK;   /* already in it */
+    }
+    return ag_error_set(err, AG_ERR_LIMIT, "%s is already in %d departments, "
+                        "the most a user can be in", name,
+                        STORE_SCOPE_MAX_DEPTS);
 }
 
 static int user_row(void *ctx, int ncol, const char *const *v)

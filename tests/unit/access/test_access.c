@@ -358,6 +358,41 @@ static void test_bad_input(void **state)
     assert_false(created);   /* users exist */
 }
 
+/* A scope holds STORE_SCOPE_MAX_DEPTS departments: joining one more is
+ * refused with a reason, never kept and then left out of the scope. */
+static void test_department_cap(void **state)
+{
+    (void)state;
+    assert_int_equal(access_user_add(acc, "many", "password-123", "viewer",
+                                     &err), AG_OK);
+    char name[32];
+    for (int i = 0; i <= STORE_SCOPE_MAX_DEPTS; i++) {
+        ag_fmt(name, sizeof name, "ward%d", i);
+        assert_int_equal(access_dept_add(acc, name, NULL, &err), AG_OK);
+    }
+    for (int i = 0; i < STORE_SCOPE_MAX_DEPTS; i++) {
+        ag_fmt(name, sizeof name, "ward%d", i);
+        assert_int_equal(access_user_join(acc, "many", name, true, &err),
+                         AG_OK);
+    }
+    ag_fmt(name, sizeof name, "ward%d", STORE_SCOPE_MAX_DEPTS);
+    assert_int_equal(access_user_join(acc, "many", name, true, &err),
+                     AG_ERR_LIMIT);
+    assert_non_null(strstr(err.msg, "departments"));
+    /* Joining one it is in again changes nothing and is no error. */
+    assert_int_equal(access_user_join(acc, "many", "ward3", true, &err),
+                     AG_OK);
+    AccessPrincipal p;
+    assert_int_equal(access_user_principal(acc, "many", &p, &err), AG_OK);
+    assert_int_equal(p.scope.ndepts, STORE_SCOPE_MAX_DEPTS);
+    /* Leaving one makes room. */
+    assert_int_equal(access_user_join(acc, "many", "ward3", false, &err),
+                     AG_OK);
+    assert_int_equal(access_user_join(acc, "many", name, true, &err), AG_OK);
+    assert_int_equal(access_user_principal(acc, "many", &p, &err), AG_OK);
+    assert_int_equal(p.scope.ndepts, STORE_SCOPE_MAX_DEPTS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +404,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_login_tokens_and_limits, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_department_cap, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
