@@ -498,8 +498,7 @@ static bool valid_field(const char *f)
     return false;
 }
 
-int access_dept_rule(Access *a, const char *dept, const char *field,
-                     const char *value, bool add, AgError *err)
+int access_rule_check(const char *field, const char *value, AgError *err)
 {
     if (!valid_field(field)) {
         return ag_error_set(err, AG_ERR_INVALID, "rule field is one of ae,"
@@ -508,6 +507,21 @@ int access_dept_rule(Access *a, const char *dept, const char *field,
     if (value == NULL || value[0] == '\0' || strlen(value) > 64) {
         return ag_error_set(err, AG_ERR_INVALID, "rule value is 1 to 64 "
                             "characters");
+    }
+    return AG_OK;
+}
+
+bool access_dept_exists(Access *a, const char *name)
+{
+    return name != NULL && dept_id(a, name) != 0;
+}
+
+int access_dept_rule(Access *a, const char *dept, const char *field,
+                     const char *value, bool add, AgError *err)
+{
+    int rc = access_rule_check(field, value, err);
+    if (rc != AG_OK) {
+        return rc;
     }
     int64_t d = dept_id(a, dept);
     if (d == 0) {

@@ -122,6 +122,11 @@ int access_dept_add(Access *a, const char *name, const char *description,
  *  service (Requesting Service), modality. */
 int access_dept_rule(Access *a, const char *dept, const char *field,
                      const char *value, bool add, AgError *err);
+/** What access_dept_rule checks of a rule before it looks at the index
+ *  (AG_ERR_INVALID naming the fault): for callers that check a whole
+ *  request before changing anything. */
+int access_rule_check(const char *field, const char *value, AgError *err);
+bool access_dept_exists(Access *a, const char *name);
 /** [{"name","description","rules":[{"field","value"}],"users":[...]}] */
 json_t *access_depts_json(Access *a, AgError *err);
 /** Assign a study to a department (or remove the assignment). */

@@ -612,23 +612,46 @@ static enum MHD_Result study_routes(WebRequest *r, char **seg, int n,
 
 /* ---- users, departments, lists, tokens ------------------------------------- */
 
-static enum MHD_Result set_departments(WebRequest *r, const char *user,
-                                       json_t *depts)
+/* Departments to join, checked before anything changes (no partial
+ * state): an array of names of departments that exist. */
+static int check_departments(WebRequest *r, json_t *depts, AgError *err)
+{
+    if (depts == NULL) {
+        return AG_OK;
+    }
+    if (!json_is_array(depts)) {
+        return ag_error_set(err, AG_ERR_INVALID, "departments is an array "
+                            "of names");
+    }
+    size_t i;
+    json_t *d;
+    json_array_foreach(depts, i, d) {
+        if (!json_is_string(d)) {
+            return ag_error_set(err, AG_ERR_INVALID, "departments are "
+                                "names");
+        }
+        if (!access_dept_exists(web__access(r), json_string_value(d))) {
+            return ag_error_set(err, AG_ERR_NOTFOUND, "no such department "
+                                "\"%.64s\"", json_string_value(d));
+        }
+    }
+    return AG_OK;
+}
+
+/* Join the departments check_departments passed. */
+static int join_departments(WebRequest *r, const char *user, json_t *depts,
+                            AgError *err)
 {
     size_t i;
     json_t *d;
-    AgError err;
+    int rc = AG_OK;
     json_array_foreach(depts, i, d) {
-        if (!json_is_string(d) ||
-            access_user_join(web__access(r), user, json_string_value(d),
-                             true, &err) != AG_OK) {
-            if (!json_is_string(d)) {
-                ag_error_set(&err, AG_ERR_INVALID, "departments are names");
-            }
-            return send_error(r, &err);
+        if (rc == AG_OK) {
+            rc = access_user_join(web__access(r), user, json_string_value(d),
+                                  true, err);
         }
     }
-    return MHD_YES;
+    return rc;
 }
 
 static enum MHD_Result users(WebRequest *r, char **seg, int n, json_t *body)
@@ -650,7 +673,11 @@ static enum MHD_Result users(WebRequest *r, char **seg, int n, json_t *body)
         return web__json_error(r, 400, "bad request", "POST a JSON object");
     }
     const char *name = n == 2 ? seg[1] : jstr(body, "name");
-    int rc = AG_OK;
+    json_t *depts = json_object_get(body, "departments");
+    int rc = check_departments(r, depts, &err);
+    if (rc != AG_OK) {
+        return send_error(r, &err);
+    }
     if (n == 1) {
         rc = access_user_add(a, name, jstr(body, "password"),
                              jstr(body, "role") ? jstr(body, "role")
@@ -670,11 +697,13 @@ static enum MHD_Result users(WebRequest *r, char **seg, int n, json_t *body)
     if (rc != AG_OK) {
         return send_error(r, &err);
     }
-    json_t *depts = json_object_get(body, "departments");
-    if (json_is_array(depts) && set_departments(r, name, depts) != MHD_YES) {
-        return MHD_YES;   /* the error is queued */
-    }
+    /* Audited once something changed, even if a join then fails (a user
+     * already in 32 departments). */
     web__audit_config(r, n == 1 ? "user add" : "user change", name);
+    if (json_is_array(depts) &&
+        join_departments(r, name, depts, &err) != AG_OK) {
+        return send_error(r, &err);
+    }
     return send_json(r, n == 1 ? 201 : 200, json_pack("{s:s}", "name", name));
 }
 
@@ -697,9 +726,18 @@ static enum MHD_Result departments(WebRequest *r, char **seg, int n,
     const char *name;
     if (n == 1) {
         name = jstr(body, "name");
-        rc = access_dept_add(a, name, jstr(body, "description"), &err);
         json_t *rules = json_object_get(body, "rules"), *rule;
         size_t i;
+        rc = AG_OK;
+        json_array_foreach(rules, i, rule) {   /* all checked first */
+            if (rc == AG_OK) {
+                rc = access_rule_check(jstr(rule, "field"),
+                                       jstr(rule, "value"), &err);
+            }
+        }
+        if (rc == AG_OK) {
+            rc = access_dept_add(a, name, jstr(body, "description"), &err);
+        }
         json_array_foreach(rules, i, rule) {
             if (rc == AG_OK) {
                 rc = access_dept_rule(a, name, jstr(rule, "field"),

@@ -402,6 +402,43 @@ def test_bad_api_bodies(site):
     assert r.status_code == 400
 
 
+def test_refused_admin_changes_leave_nothing_behind(site):
+    """A request that names an unknown department or a bad rule is refused
+    whole: no user or department half made (and so none unaudited)."""
+    admin = Client(site.base, "admin")
+    r = admin.post("/api/v1/users", json={"name": "halfmade", "password": "long-enough-1",
+                                          "departments": ["radiology", "nowhere"]})
+    assert r.status_code == 404 and "nowhere" in r.json()["detail"]
+    r = admin.post("/api/v1/users", json={"name": "halfmade", "password": "long-enough-1",
+                                          "departments": ["radiology", 7]})
+    assert r.status_code == 400
+    assert "halfmade" not in {u["name"] for u in admin.get("/api/v1/users").json()}
+    r = admin.post("/api/v1/users/rad", json={"role": "viewer", "departments": ["nowhere"]})
+    assert r.status_code == 404
+    rad = [u for u in admin.get("/api/v1/users").json() if u["name"] == "rad"][0]
+    assert rad["role"] != "viewer"
+    r = admin.post("/api/v1/departments", json={"name": "halfdept", "rules": [
+        {"field": "modality", "value": "CT"}, {"field": "colour", "value": "red"}]})
+    assert r.status_code == 400
+    assert "halfdept" not in {d["name"] for d in admin.get("/api/v1/departments").json()}
+
+
+def test_department_cap_over_rest(site):
+    """A user is in at most 32 departments: the 33rd is a 400 with a reason
+    (an error after the user was changed used to drop the connection)."""
+    admin = Client(site.base, "admin")
+    for i in range(33):
+        assert admin.post("/api/v1/departments", json={"name": "ward%d" % i}).status_code == 201
+    wards = ["ward%d" % i for i in range(32)]
+    r = admin.post("/api/v1/users", json={"name": "floater", "password": "long-enough-1",
+                                          "departments": wards})
+    assert r.status_code == 201, r.text
+    r = admin.post("/api/v1/users/floater", json={"departments": ["ward32"]})
+    assert r.status_code == 400 and "32 departments" in r.json()["detail"]
+    floater = [u for u in admin.get("/api/v1/users").json() if u["name"] == "floater"][0]
+    assert sorted(floater["departments"]) == sorted(wards)
+
+
 # ---- DIMSE ------------------------------------------------------------------------
 
 
