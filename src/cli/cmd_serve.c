@@ -6,6 +6,7 @@
 #include "access/access.h"
 #include "audit/audit.h"
 #include "cli/cli.h"
+#include "cli/expiry.h"
 #include "codec/codec.h"
 #include "services/services.h"
 #include "web/web.h"
@@ -52,6 +53,10 @@ static void usage(FILE *out)
             "                         them (default: uncompressed first, or "
             "the peer's\n"
             "                         compressed first choice)\n"
+            "  --worklist-keep-days N remove worklist steps scheduled more "
+            "than N days\n"
+            "                         ago, hourly (default 30; 0 keeps them "
+            "all)\n"
             "  --artim-timeout S      seconds to wait for an association "
             "request (30)\n"
             "  --idle-timeout S       seconds an association may stay "
@@ -115,7 +120,7 @@ static void usage(FILE *out)
 /* Access control options (issue 7). */
 enum { OPT_HTTP_ANONYMOUS = 0x300, OPT_HTTP_BASIC, OPT_HTTP_CERT,
        OPT_HTTP_KEY, OPT_DECODERS, OPT_DECODE_IN_PROCESS, OPT_COMPRESS,
-       OPT_SYNC, OPT_NO_STAGING };
+       OPT_SYNC, OPT_NO_STAGING, OPT_WORKLIST_KEEP };
 
 /* Long options without a short form (values past any character). */
 enum { OPT_VIEWER_DIR = 0x200, OPT_UI_DIR };
@@ -370,6 +375,7 @@ int cmd_serve(int argc, char **argv)
         {"audit-syslog-key", required_argument, NULL, OPT_AUDIT_SYSLOG_KEY},
         {"cors-origin", required_argument, NULL, OPT_CORS_ORIGIN},
         {"prefer-ts", required_argument, NULL, OPT_PREFER_TS},
+        {"worklist-keep-days", required_argument, NULL, OPT_WORKLIST_KEEP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -378,6 +384,7 @@ int cmd_serve(int argc, char **argv)
     AuditConfig audit_cfg = {0};     /* audit trail (src/audit) */
     char audit_host[256];
     bool http_anonymous = false, http_basic = false;
+    unsigned worklist_keep_days = 30;
     const char *http_cert = NULL, *http_key = NULL;
     CodecSandboxConfig sbx;
     codec_sandbox_config_init(&sbx);
@@ -456,6 +463,17 @@ int cmd_serve(int argc, char **argv)
         case OPT_HTTP_KEY: http_key = optarg; break;
         case OPT_DECODERS: sbx.helpers = (unsigned)atoi(optarg); break;
         case OPT_NO_STAGING: scfg.stage_small = false; break;
+        case OPT_WORKLIST_KEEP: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v < 0 || v > 36500) {
+                fprintf(stderr, "agora serve: --worklist-keep-days is a "
+                        "number of days, 0 to 36500\n");
+                return 2;
+            }
+            worklist_keep_days = (unsigned)v;
+            break;
+        }
         case OPT_SYNC:
             if (strcmp(optarg, "filesystem") == 0) {
                 scfg.sync = STORE_SYNC_FILESYSTEM;
@@ -653,6 +671,11 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "agora serve: audit trail: %s\n", err.msg);
     }
     /* ---- end audit trail ---- */
+    WorklistExpiry *expiry = NULL;
+    if (worklist_expiry_start(store, audit, worklist_keep_days, &expiry,
+                              &err) != AG_OK) {
+        fprintf(stderr, "agora serve: %s\n", err.msg);   /* serve anyway */
+    }
     StoreStats st = {0};
     store_stats(store, &st, NULL);
     printf("agora %s serving %s (%llu studies, %llu instances)\n",
@@ -699,6 +722,7 @@ int cmd_serve(int argc, char **argv)
     int sig = 0;
     sigwait(&stop, &sig);
     printf("stopping (signal %d)\n", sig);
+    worklist_expiry_stop(expiry);
     web_server_stop(web);
     free(settings_text);
     svc_server_stop(dimse_tls);

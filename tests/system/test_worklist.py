@@ -3,10 +3,12 @@
 matched like C-FIND, answered with the keys asked, scoped by department,
 audited; bad items refused with a precise 400 and nothing kept.  And the
 Modality Performed Procedure Step SCP (PS3.4 F.7) that moves items along."""
+import datetime
 import json
 import os
 import struct
 import subprocess
+import time
 
 import pydicom
 import pytest
@@ -17,7 +19,13 @@ from test_dimse import AGORA, Server, agora, dcmtk, free_port
 
 PW = {"admin": "admin-password-1", "tech": "tech-password-1",
       "view": "view-password-1", "aud": "aud-password-1"}
-TODAY, TOMORROW = "20261130", "20261201"
+# Dates around the real one: `agora serve` expires steps scheduled more
+# than 30 days ago (--worklist-keep-days), so fixed dates would age out.
+def day(offset):
+    return (datetime.date.today() + datetime.timedelta(days=offset)).strftime("%Y%m%d")
+
+
+TODAY, TOMORROW = day(0), day(1)
 
 
 def item(pid, name, modality, aet, date, time, **more):
@@ -291,7 +299,8 @@ def test_cli_moves_a_dcmtk_worklist_folder_over(tmp_path):
     assert items[2]["item"]["00100010"]["Value"][0]["Alphabetic"] == "GRÜN^ERIK"
     table = agora("worklist", "--data", data, "list").stdout.splitlines()
     assert table[0].startswith("id\tscheduled\tmodality") and len(table) == 4
-    assert "2026-11-30 10:15\tMR\tMR01\tW1\tGRÜN^ERIK" in table[3]
+    shown_date = f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+    assert f"{shown_date} 10:15\tMR\tMR01\tW1\tGRÜN^ERIK" in table[3]
     assert table[0].endswith("\tdepartment\tstatus") and table[3].endswith("\tSCHEDULED")
     shown = json.loads(agora("worklist", "--data", data, "show",
                              str(items[2]["id"])).stdout)
@@ -312,6 +321,50 @@ def test_cli_moves_a_dcmtk_worklist_folder_over(tmp_path):
                            "--json").stdout)
     assert sorted(e["action"] for e in log) == ["C", "C", "C", "C", "D", "D"]
     assert sorted(e["outcome"] for e in log) == [0, 0, 0, 0, 0, 4]   # bad.json
+
+
+def test_old_steps_expire(tmp_path):
+    """Steps scheduled more than --worklist-keep-days days ago leave the
+    worklist when the server starts (and hourly), audited as Order Record
+    deletions; 0 keeps them all."""
+    data = str(tmp_path / "data")
+    files = []
+    for pid, offset in (("OLD", -40), ("RECENT", -5), ("NOW", 0)):
+        js = tmp_path / f"{pid}.json"
+        js.write_text(json.dumps(item(pid, f"{pid}^ONE", "CT", "CT01", day(offset), "0800")))
+        files.append(str(js))
+    agora("worklist", "--data", data, "add", *files)
+
+    def listed():
+        return sorted(i["item"]["00100020"]["Value"][0] for i in json.loads(
+            agora("worklist", "--data", data, "list", "--json").stdout))
+
+    def serve_until(count, *args):
+        """Serve until the modality sees count steps (at most 10 s)."""
+        srv = Server(data, "--accept-unknown-ae", *args)
+        try:
+            deadline = time.time() + 10
+            while len(pids(mwl(srv, tmp_path, "PatientID"))) != count and \
+                    time.time() < deadline:
+                time.sleep(0.1)
+        finally:
+            srv.stop()
+
+    serve_until(3, "--worklist-keep-days", "0")
+    assert listed() == ["NOW", "OLD", "RECENT"]
+    serve_until(2)                                 # the default: 30 days
+    assert listed() == ["NOW", "RECENT"]
+    serve_until(1, "--worklist-keep-days", "3")
+    assert listed() == ["NOW"]
+    log = json.loads(agora("audit", "list", "--data", data, "--action", "110109",
+                           "--json").stdout)
+    expired = [e for e in log if e["action"] == "D"]
+    assert len(expired) == 2, log
+    assert all("worklist expiry: 1 item(s) scheduled before" in e.get("detail", "")
+               for e in expired), expired
+    r = subprocess.run([AGORA, "serve", "--data", data, "--worklist-keep-days", "x"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--worklist-keep-days" in r.stderr
 
 
 # ---- Modality Performed Procedure Step (PS3.4 F.7) ---------------------------
