@@ -1370,6 +1370,18 @@ static void test_check_orphans(void **state)
     assert_check_clean(9);
 }
 
+/* The store's stats now are those of before. */
+static void assert_stats_equal(const StoreStats *before)
+{
+    StoreStats now;
+    assert_int_equal(store_stats(store, &now, &err), AG_OK);
+    assert_int_equal(now.patients, before->patients);
+    assert_int_equal(now.studies, before->studies);
+    assert_int_equal(now.series, before->series);
+    assert_int_equal(now.instances, before->instances);
+    assert_int_equal(now.bytes, before->bytes);
+}
+
 static void test_lost_index_rebuilt_from_blobs(void **state)
 {
     (void)state;
@@ -1402,12 +1414,7 @@ static void test_lost_index_rebuilt_from_blobs(void **state)
     assert_int_equal(r.orphan_blobs, 10);
     assert_int_equal(r.reindexed, 10);
     assert_int_equal(r.unreadable, 0);
-    StoreStats after;
-    assert_int_equal(store_stats(store, &after, &err), AG_OK);
-    assert_int_equal(after.instances, before.instances);
-    assert_int_equal(after.series, before.series);
-    assert_int_equal(after.studies, before.studies);
-    assert_int_equal(after.bytes, before.bytes);
+    assert_stats_equal(&before);
     assert_int_equal(count(STORE_LEVEL_INSTANCE,
                            kv("SOPInstanceUID", uid("3", 101, 2)), NULL), 1);
     assert_int_equal(count(STORE_LEVEL_INSTANCE, "PatientID=PAT2", NULL), 2);
@@ -1449,13 +1456,7 @@ static void test_totals_counted_on_upgrade(void **state)
                                         &err), AG_OK);
     }
     reopen_store(STORE_DUP_KEEP_FIRST);
-    StoreStats after;
-    assert_int_equal(store_stats(store, &after, &err), AG_OK);
-    assert_int_equal(after.patients, before.patients);
-    assert_int_equal(after.studies, before.studies);
-    assert_int_equal(after.series, before.series);
-    assert_int_equal(after.instances, before.instances);
-    assert_int_equal(after.bytes, before.bytes);
+    assert_stats_equal(&before);
     Spec more = spec(3, 30, 300, 0);
     ingest_ok(&more, STORE_STORED);
     uint64_t n = 0;
