@@ -45,12 +45,15 @@ static void expire_once(WorklistExpiry *e)
     if (rc == AG_OK && n == 0) {
         return;
     }
-    char detail[128];
-    snprintf(detail, sizeof detail, "worklist expiry: %llu item(s) scheduled "
-             "before %s removed (kept %u days)", (unsigned long long)n,
-             before, e->keep_days);
+    char detail[256];
     if (rc == AG_OK) {
+        snprintf(detail, sizeof detail, "worklist expiry: %llu item(s) "
+                 "scheduled before %s removed (kept %u days)",
+                 (unsigned long long)n, before, e->keep_days);
         ag_log(AG_LOG_INFO, "worklist", "%s", detail);
+    } else {
+        ag_fmt(detail, sizeof detail, "worklist expiry of the items "
+               "scheduled before %s failed: %.160s", before, err.msg);
     }
     AuditEvent ev = {.event = AUDIT_ORDER_RECORD, .action = 'D',
                      .outcome = rc == AG_OK ? AUDIT_SUCCESS
