@@ -41,13 +41,15 @@
  * instances in the pipeline (a few DIMSE associations), each writer
  * fdatasyncs and renames its own blob — in parallel, and cheaper than a
  * syncfs for one file — and up to CHEAP_SYNC_MAX renamed blobs get their
- * directories fsynced; batches under DEFER_MIN commit durably themselves.
- * With more (many associations), and always for asynchronous callers
+ * directories fsynced.  With more (many associations), and always for asynchronous callers
  * (STOW-RS, agora import: streams that do not wait for each instance),
  * blobs wait unsynced and one syncfs per cycle serves them all.
  */
 #define FEW_IN_FLIGHT 8
 #define CHEAP_SYNC_MAX 4
+/* Without a flush of the index's log alone (StoreIndexOps.sync_log), a
+ * batch under DEFER_MIN commits durably itself: a syncfs would cost it
+ * more than its own commit's fsync. */
 #define DEFER_MIN 8
 /*
  * Staging.  With few instances in flight each store waits for its own
@@ -112,7 +114,10 @@ struct Job {
  * names of those renamed after the previous cycle, and the index rows
  * committed since (SQLite's WAL lives on the same file system; the commit
  * itself does not fsync, and no caller hears of its rows before this
- * syncfs).  A cycle costs one flush whatever the batch sizes.
+ * syncfs).  A cycle costs one flush whatever the batch sizes.  A cycle
+ * with rows and no bytes to flush (staged instances, or blobs their
+ * writers flushed) flushes the WAL alone instead: one fdatasync, while
+ * the committer indexes the next batch.
  */
 struct Store {
     StoreConfig cfg;
@@ -452,11 +457,13 @@ static void to_committer(Store *s, Job *list)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Few renamed blobs and nothing else to sync: their directories' fsyncs
- * cost less than a syncfs (which walks every dirty inode). */
-static bool dirs_are_cheaper(const Job *w, const Job *r, const Job *c)
+/* No bytes to flush, few renamed blobs, and rows committed only if the
+ * index can flush its log alone: their directories' fsyncs and the log's
+ * fdatasync cost less than a syncfs (which walks every dirty inode). */
+static bool syncfs_is_dearer(const Store *s, const Job *w, const Job *r,
+                             const Job *c)
 {
-    if (w != NULL || c != NULL) {
+    if (w != NULL || (c != NULL && s->index->ops->sync_log == NULL)) {
         return false;
     }
     int n = 0;
@@ -471,15 +478,19 @@ static bool dirs_are_cheaper(const Job *w, const Job *r, const Job *c)
 /*
  * One settler cycle.  w: blobs written as name.tmp, bytes not durable;
  * r: blobs under their final names, names not durable; c: rows committed
- * without fsync.  ONE syncfs makes all of it durable (or, for a few names
- * alone, their directories' fsyncs); then c is done, r goes to the
- * committer, and w is renamed, to be r of the next cycle.
+ * without fsync.  ONE syncfs makes all of it durable (or, with no bytes
+ * and few names, their directories' fsyncs and the index log's flush);
+ * then c is done, r goes to the committer, and w is renamed, to be r of
+ * the next cycle.
  */
 static void settle_cycle(Store *s, Job *w, Job *r, Job *c, uint64_t seq)
 {
     AgError e;
-    if (s->cfg.sync == STORE_SYNC_FILES || dirs_are_cheaper(w, r, c)) {
+    if (s->cfg.sync == STORE_SYNC_FILES || syncfs_is_dearer(s, w, r, c)) {
         settle_dirs(s, r);
+        if (c != NULL && s->index->ops->sync_log(s->index, &e) != AG_OK) {
+            withdraw(s, c, &e);
+        }
     } else if (store__blob_sync_fs(s->blobs, &e) != AG_OK ||
                store__blob_fault(s->blobs, "blob.syncfs", &e)) {
         fail_list(w, &e);
@@ -660,11 +671,15 @@ static void *commit_main(void *arg)
         if ((uint64_t)n > s->cstats.max_batch) {
             s->cstats.max_batch = (uint64_t)n;
         }
-        /* A large batch leaves its fsync to the settler's next syncfs,
-         * which runs anyway; a small one (few senders waiting on each
-         * other) commits durably at once, which is quicker for them —
-         * unless an earlier batch still waits for its syncfs: verdicts and
-         * events keep commit order. */
+        /* A batch leaves its fsync to the settler, and the committer goes
+         * on to the next batch while it runs: the settler flushes the
+         * index's log alone (sync_log), or one syncfs serves it with the
+         * blobs when it runs anyway.  With four associations sending small
+         * instances this overlap was worth ~10% (3,200 against 2,900
+         * instances/s, 6 alternated runs each); with one, no change.
+         * Without sync_log only a large batch defers — unless an earlier
+         * one still waits for its flush: verdicts and events keep commit
+         * order. */
         /* One duplicate policy per batch (it may change at run time).
          * Never deferred under replace: a replacement's commit drops the
          * old row, and a syncfs failing after it could not give it back;
@@ -675,7 +690,8 @@ static void *commit_main(void *arg)
             pthread_cond_wait(&s->durable_cv, &s->lock);
         }
         bool deferred = s->defer_index_sync && policy != STORE_DUP_REPLACE &&
-                        (n >= DEFER_MIN || s->durable_seq != s->done_seq);
+                        (s->index->ops->sync_log != NULL || n >= DEFER_MIN ||
+                         s->durable_seq != s->done_seq);
         if (deferred) {
             s->begun_seq++;   /* rows may be visible from now on */
         }
@@ -1913,6 +1929,9 @@ int store_instance_open(Store *s, const char *sop_uid, StoreInstance *out,
 int store_instance_verify(Store *s, const char *sop_uid, const char *sop_class,
                           AgError *err)
 {
+    /* A row is visible once committed, durable only after the settler's
+     * flush: vouch only for what a crash cannot take back. */
+    wait_durable(s);
     char row[4][65] = {{0}};
     const char *params[1] = {sop_uid};
     int rc = s->index->ops->select(s->index, "SELECT blob, sop_class_uid,"

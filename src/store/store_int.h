@@ -170,6 +170,12 @@ typedef struct StoreIndexOps {
      * still atomic after a crash (lost whole or kept whole).  Outside a
      * transaction.  NULL when the backend cannot. */
     int (*set_commit_sync)(StoreIndex *ix, bool on, AgError *err);
+    /* Make every commit returned so far durable (what a commit with sync
+     * on would have flushed, and no more: the log, not the blobs).  Safe
+     * on another thread while the writer goes on committing, so that one
+     * batch's flush overlaps the next batch's work.  NULL when the
+     * backend cannot. */
+    int (*sync_log)(StoreIndex *ix, AgError *err);
     void (*rollback)(StoreIndex *ix);
     /* Blob name of a stored instance; AG_ERR_NOTFOUND if absent. */
     int (*find_instance)(StoreIndex *ix, const char *sop_uid,

@@ -47,11 +47,11 @@ def big_files(tmp_path, study, n):
 
 
 @contextlib.contextmanager
-def traced(srv, trace, calls, *extra):
-    """srv (agora serve) under strace -f -y -tt for calls, into trace;
-    the server is stopped, cleanly, on the way out."""
+def traced(srv, trace, calls, *extra, clock="-tt"):
+    """srv (agora serve) under strace -f -y -tt (or clock) for calls, into
+    trace; the server is stopped, cleanly, on the way out."""
     tracer = subprocess.Popen(
-        ["strace", "-f", "-y", "-tt", *extra, "-e", "trace=" + calls,
+        ["strace", "-f", "-y", clock, *extra, "-e", "trace=" + calls,
          "-o", trace, "-p", str(srv.proc.pid)],
         stderr=subprocess.DEVNULL)
     try:
@@ -78,6 +78,58 @@ def flushes(trace):
     return out
 
 
+def timed_calls(trace):
+    """[(start, end, pid, call, args)] from strace -f -y -ttt -T output,
+    with calls another thread interrupted joined to their resumption."""
+    done = re.compile(r"^(\d+)\s+([\d.]+) (\w+)\((.*)\) += .* <([\d.]+)>$")
+    cut = re.compile(r"^(\d+)\s+([\d.]+) (\w+)\((.*) <unfinished \.\.\.>$")
+    back = re.compile(r"^(\d+)\s+[\d.]+ <\.\.\. (\w+) resumed>.* <([\d.]+)>$")
+    out, open_calls = [], {}
+    with open(trace) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = done.match(line)
+            if m:
+                t = float(m.group(2))
+                out.append((t, t + float(m.group(5)), m.group(1),
+                            m.group(3), m.group(4)))
+                continue
+            m = cut.match(line)
+            if m:
+                open_calls[m.group(1)] = (float(m.group(2)), m.group(3),
+                                          m.group(4))
+                continue
+            m = back.match(line)
+            if m and m.group(1) in open_calls:
+                t, call, args = open_calls.pop(m.group(1))
+                out.append((t, t + float(m.group(3)), m.group(1), call,
+                            args))
+    return sorted(out)
+
+
+def assert_answers_follow_wal_flushes(calls):
+    """Every C-STORE response (a P-DATA-TF PDU the server sends) comes
+    after an fdatasync of the WAL that began after the last WAL write
+    before it ended: the rows it acknowledges were on stable storage.
+    Holds for one association at a time (nothing else commits between an
+    instance's rows and its answer but flushes of their own)."""
+    wal = "index.sqlite-wal>"
+    answers = [t for t, _, _, c, a in calls
+               if c in ("sendto", "write", "writev", "sendmsg")
+               and "<socket:" in a.split(",")[0] and '"\\4\\0' in a]
+    assert answers, "no C-STORE response seen in the trace"
+    for t in answers:
+        writes = [end for start, end, _, c, a in calls
+                  if c == "pwrite64" and wal in a.split(",")[0]
+                  and start < t]
+        assert writes, "an answer with no row written before it"
+        flushed = [1 for start, end, _, c, a in calls
+                   if c == "fdatasync" and wal in a and start > writes[-1]
+                   and end <= t]
+        assert flushed, "an answer at %.6f before its rows were flushed " \
+            "(last WAL write %.6f)" % (t, writes[-1])
+
+
 @needs_strace
 @pytest.mark.parametrize("kind", ["staged", "large"])
 def test_every_acknowledged_store_is_flushed(tmp_path, kind):
@@ -87,11 +139,13 @@ def test_every_acknowledged_store_is_flushed(tmp_path, kind):
              else big_files(tmp_path, study, 3))
     srv = Server(data, "--accept-unknown-ae")
     trace = str(tmp_path / "strace.out")
-    with traced(srv, trace, "fdatasync,fsync"):
+    with traced(srv, trace, "fdatasync,fsync,pwrite64,sendto,write,writev,"
+                "sendmsg", "-T", "-s", "8", clock="-ttt"):
         for f in files:        # one association, one commit each
             r = dcmtk("storescu", "-aet", "ONE", "-aec", "AGORA",
                       "127.0.0.1", str(srv.port), f)
             assert r.returncode == 0, r.stderr
+    assert_answers_follow_wal_flushes(timed_calls(trace))
     got = flushes(trace)
     wal = [p for p, _ in got if p.endswith("index.sqlite-wal")]
     # blobs are written in D/tmp first (as name.tmp, or as the spool that
@@ -206,7 +260,8 @@ def test_stow_answers_after_a_flush_of_its_blobs_and_rows(tmp_path):
 
 
 @pytest.mark.parametrize("point", ["spool.write", "blob.fsync", "blob.rename",
-                                   "blob.dirsync", "index.commit"])
+                                   "blob.dirsync", "index.commit",
+                                   "index.sync"])
 def test_a_fault_fails_one_c_store_and_leaves_nothing(tmp_path, point):
     """C-STORE one instance per association (the path where each store
     flushes its own blob), with the second use of a write point failing:

@@ -1989,9 +1989,9 @@ static void test_fault_each_point_fails_one_store(void **state)
     } points[] = {
         {"blob.write", "write"},   {"blob.fsync", "fsync"},
         {"blob.rename", "rename"}, {"blob.dirsync", "fsync"},
-        {"index.commit", "commit"},
+        {"index.commit", "commit"}, {"index.sync", "fsync"},
     };
-    for (size_t p = 0; p < 5; p++) {
+    for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
         fresh_data_dir();
         char fault[64];
         ag_fmt(fault, sizeof fault, "%s:3", points[p].point);
@@ -2032,8 +2032,8 @@ static void test_fault_every_time(void **state)
     (void)state;
     static const char *const faults[] = {"blob.write:*", "blob.fsync:*",
                                          "blob.rename:*", "blob.dirsync:*",
-                                         "index.commit:*"};
-    for (size_t p = 0; p < 5; p++) {
+                                         "index.commit:*", "index.sync:*"};
+    for (size_t p = 0; p < sizeof faults / sizeof faults[0]; p++) {
         fresh_data_dir();
         ChildOut out;
         run_child(faults[p], "fresh", &out);
