@@ -30,8 +30,10 @@ static int rm_entry(const char *p, const struct stat *st, int flag,
     return 0;
 }
 
-/* Store one instance of study n (patient pid) from department dept. */
-static void ingest(int n, const char *pid, const char *dept)
+/* Store one instance of study n (patient pid) with tag set to value
+ * (unless NULL), sent by calling AE title ae (or none). */
+static void ingest_with(int n, const char *pid, uint32_t tag,
+                        const char *value, const char *ae)
 {
     AgArena *a = ag_arena_create(8 << 20);
     DicomFile *f = ag_arena_zalloc(a, sizeof *f);
@@ -47,9 +49,11 @@ static void ingest(int n, const char *pid, const char *dept)
     dicom_set_string(ds, DICOM_TAG_PATIENT_ID, 0, pid, NULL);
     dicom_set_string(ds, DICOM_TAG_STUDY_INSTANCE_UID, 0, study, NULL);
     dicom_set_string(ds, DICOM_TAG_SERIES_INSTANCE_UID, 0, series, NULL);
-    dicom_set_string(ds, DICOM_TAG(0x0008, 0x0060), 0, "OT", NULL);
-    if (dept != NULL) {
-        dicom_set_string(ds, DICOM_TAG(0x0008, 0x1040), 0, dept, NULL);
+    if (tag != DICOM_TAG(0x0008, 0x0060)) {
+        dicom_set_string(ds, DICOM_TAG(0x0008, 0x0060), 0, "OT", NULL);
+    }
+    if (value != NULL) {
+        dicom_set_string(ds, tag, 0, value, NULL);
     }
     AgBuf b;
     ag_buf_init(&b, 0);
@@ -59,10 +63,18 @@ static void ingest(int n, const char *pid, const char *dept)
     assert_int_equal(dicom_write_file(f, NULL, NULL, dicom_sink_buf, &b, &e),
                      AG_OK);
     StoreResult r;
-    assert_int_equal(store_ingest_buffer(store, b.data, b.len, NULL, &r, &e),
+    StoreSource src = {.calling_ae = ae, .via = "dimse"};
+    assert_int_equal(store_ingest_buffer(store, b.data, b.len,
+                                         ae != NULL ? &src : NULL, &r, &e),
                      AG_OK);
     ag_buf_deinit(&b);
     ag_arena_destroy(a);
+}
+
+/* Store one instance of study n (patient pid) from department dept. */
+static void ingest(int n, const char *pid, const char *dept)
+{
+    ingest_with(n, pid, DICOM_TAG(0x0008, 0x1040), dept, NULL);
 }
 
 static const char *study_uid(int n)
@@ -358,6 +370,53 @@ static void test_bad_input(void **state)
     assert_false(created);   /* users exist */
 }
 
+/* Each field a rule can name routes a new study to its department, and
+ * only that one; values match whatever their case. */
+static void test_every_rule_field_routes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *dept, *field, *rule;
+        uint32_t tag;
+        const char *value, *ae;
+    } cases[] = {
+        {"er", "ae", "ER_CT1", 0, NULL, "er_ct1"},
+        {"onco", "institution", "ST ELSEWHERE", DICOM_TAG(0x0008, 0x0080),
+         "St Elsewhere", NULL},
+        {"surgery", "service", "SURG", DICOM_TAG(0x0032, 0x1033), "surg",
+         NULL},
+        {"vascular", "modality", "XA", DICOM_TAG(0x0008, 0x0060), "XA",
+         NULL},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    AccessPrincipal p[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(access_dept_add(acc, cases[i].dept, NULL, &err),
+                         AG_OK);
+        assert_int_equal(access_dept_rule(acc, cases[i].dept, cases[i].field,
+                                          cases[i].rule, true, &err),
+                         AG_OK);
+        char name[32];
+        ag_fmt(name, sizeof name, "u-%s", cases[i].dept);
+        user(name, "viewer", cases[i].dept, &p[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        ingest_with(10 + i, "C", cases[i].tag, cases[i].value, cases[i].ae);
+    }
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < N; k++) {
+            if (store_study_visible(store, &p[i].scope, study_uid(10 + k)) !=
+                (i == k)) {
+                fail_msg("rule %s=%s: study %d %s to %s", cases[i].field,
+                         cases[i].rule, 10 + k, i == k ? "not routed"
+                                                       : "routed wrongly",
+                         cases[i].dept);
+            }
+        }
+        assert_int_equal(query(&p[i].scope, STORE_LEVEL_STUDY, NULL).n, 1);
+    }
+}
+
 /* A scope holds STORE_SCOPE_MAX_DEPTS departments: joining one more is
  * refused with a reason, never kept and then left out of the scope. */
 static void test_department_cap(void **state)
@@ -404,6 +463,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_login_tokens_and_limits, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_rule_field_routes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_department_cap, setup,
                                         teardown),
     };
