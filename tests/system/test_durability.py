@@ -159,6 +159,43 @@ def test_every_acknowledged_store_is_flushed(tmp_path, kind):
         assert blobs == [], got      # staged: no file of its own yet
 
 
+@needs_strace
+def test_an_admin_change_after_an_ingest_is_flushed(tmp_path):
+    """An ingest batch leaves the index writer with commits that the
+    settler flushes; the next writer that is not a batch (here a new
+    department, over REST) must get its own commit flushed before it is
+    answered."""
+    import requests
+    data = str(tmp_path / "d")
+    files = series_files(tmp_path, "1.2.826.0.1.3680043.10.1447.99.94", 2)
+    http = free_port()
+    srv = Server(data, "--accept-unknown-ae", "--http-port", str(http))
+    trace = str(tmp_path / "strace.out")
+    with traced(srv, trace, "fdatasync,pwrite64,sendto,write,writev,sendmsg",
+                "-T", "-s", "16", clock="-ttt"):
+        r = dcmtk("storescu", "-aet", "ONE", "-aec", "AGORA", "127.0.0.1",
+                  str(srv.port), *files)
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.3)     # the spiller's idle pass, if any, is over
+        r = requests.post("http://127.0.0.1:%d/api/v1/departments" % http,
+                          json={"name": "neurology"}, timeout=30)
+        assert r.status_code == 201, r.text
+    calls = timed_calls(trace)
+    answered = [t for t, _, _, c, a in calls
+                if c in ("sendto", "write", "writev", "sendmsg")
+                and "HTTP/1.1 201" in a]
+    assert len(answered) == 1, "no 201 seen in the trace"
+    wal = "index.sqlite-wal>"
+    writes = [end for start, end, _, c, a in calls
+              if c == "pwrite64" and wal in a.split(",")[0]
+              and start < answered[0]]
+    assert writes
+    assert [1 for start, end, _, c, a in calls
+            if c == "fdatasync" and wal in a and start > writes[-1]
+            and end <= answered[0]], \
+        "the new department was answered before its row was flushed"
+
+
 def test_a_command_beside_the_server_leaves_its_files(tmp_path):
     """A start cleans up what a crash left half-written (spools and "*.tmp"
     blobs in D/tmp) — but only when no other process has the store open:

@@ -581,9 +581,12 @@ def test_fault_at_each_write_point(st_data, tmp_path, point, sync):
 # Many files in flight: blobs wait unsynced and one syncfs per cycle makes
 # a whole batch durable (and, deferred, the index commit before it).  A
 # fault there fails every instance of that step of the cycle -- and only
-# those: the rest is stored, durable and consistent.
+# those: the rest is stored, durable and consistent.  How many cycles an
+# import takes depends on timing (a cycle with only rows to flush syncs the
+# WAL alone, no syncfs): 300 files have made 3 syncfs at the least, so the
+# first three are the ones failed here.
 BATCH_FAULTS = ["blob.write:40", "blob.rename:60", "index.commit:2",
-                "blob.syncfs:2", "blob.syncfs:3", "blob.syncfs:4"]
+                "blob.syncfs:1", "blob.syncfs:2", "blob.syncfs:3"]
 
 
 # --sync files never calls syncfs: those pairs are not generated.
