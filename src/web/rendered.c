@@ -250,7 +250,8 @@ static bool parse_int(const char *s, size_t n, int64_t min, int64_t max,
  * fit vw x vh (either may be empty: that side follows the other); the
  * source region sx,sy,sw,sh, each may be empty (0, 0, to the edge), a
  * negative sw or sh mirrors it. */
-static int parse_viewport(const char *v, CodecRenderParams *p, AgError *err)
+int web__rendered_parse_viewport(const char *v, CodecRenderParams *p,
+                                 AgError *err)
 {
     const char *f[6];
     size_t len[6];
@@ -362,7 +363,7 @@ static int rs_params(WebRequest *r, bool thumbnail, CodecRenderParams *p,
         return AG_ERR_INVALID;
     }
     v = arg(r, "viewport");
-    if (v != NULL && parse_viewport(v, p, err) != AG_OK) {
+    if (v != NULL && web__rendered_parse_viewport(v, p, err) != AG_OK) {
         return AG_ERR_INVALID;
     }
     if (thumbnail && v == NULL) {
@@ -376,8 +377,8 @@ static int rs_params(WebRequest *r, bool thumbnail, CodecRenderParams *p,
 }
 
 /* "1", "1,3,5" (PS3.18 §8.3.1.1.4): numbers from 1, in the order given. */
-static int parse_frames(const char *list, uint32_t *want, int *n,
-                        AgError *err)
+int web__rendered_parse_frames(const char *list, uint32_t *want, int *n,
+                               AgError *err)
 {
     *n = 0;
     const char *p = list;
@@ -641,8 +642,8 @@ static enum MHD_Result rendered_instance(WebRequest *r, const char *study,
     uint32_t want[MAX_FRAME_LIST];
     int nwant = 0;
     AgError err;
-    if (frame_list != NULL && parse_frames(frame_list, want, &nwant, &err) !=
-        AG_OK) {
+    if (frame_list != NULL &&
+        web__rendered_parse_frames(frame_list, want, &nwant, &err) != AG_OK) {
         return web__json_error(r, 400, "bad request", err.msg);
     }
     Stream *s = stream_new(r, p);
@@ -693,8 +694,8 @@ static enum MHD_Result thumbnail(WebRequest *r, const char *study,
     ag_error_clear(&err);
     uint32_t want[MAX_FRAME_LIST];
     int nwant = 0;
-    if (frame_list != NULL && parse_frames(frame_list, want, &nwant, &err) !=
-        AG_OK) {
+    if (frame_list != NULL &&
+        web__rendered_parse_frames(frame_list, want, &nwant, &err) != AG_OK) {
         return web__json_error(r, 400, "bad request", err.msg);
     }
     enum MHD_Result ret;

@@ -213,6 +213,14 @@ enum MHD_Result web__rendered(WebRequest *r, char **seg, int nseg);
 /* GET /wado?requestType=WADO&...: checks authentication and the study's
  * visibility itself, before anything else. */
 enum MHD_Result web__wado_uri(WebRequest *r);
+/* Parameter parsers of rendered.c, exposed for fuzz_params. */
+struct CodecRenderParams;
+/* viewport=vw,vh[,sx,sy,sw,sh] (PS3.18 §8.3.5.1.3) into p; AG_ERR_INVALID. */
+int web__rendered_parse_viewport(const char *v, struct CodecRenderParams *p,
+                                 AgError *err);
+/* A frame list "1,3,5" into want (room for 256) and *n; AG_ERR_INVALID. */
+int web__rendered_parse_frames(const char *list, uint32_t *want, int *n,
+                               AgError *err);
 
 /* ---- jobs (jobs.c): studies sent to DICOM nodes in the background -------
  * An in-memory table of jobs run by two worker threads through

@@ -31,6 +31,8 @@ done
 [ -d "$HERE/corpus/json" ] && cp "$HERE"/corpus/json/* "$WORK/seed_json_read/" 2>/dev/null
 [ -d "$HERE/corpus/read" ] && cp "$HERE"/corpus/read/* "$WORK/seed_read/" 2>/dev/null
 [ -d "$HERE/corpus/qido" ] && mkdir -p "$WORK/seed_qido" && cp "$HERE"/corpus/qido/* "$WORK/seed_qido/" 2>/dev/null
+# fuzz_params: a byte choosing the parser, then its text
+[ -d "$HERE/corpus/params" ] && mkdir -p "$WORK/seed_params" && cp "$HERE"/corpus/params/* "$WORK/seed_params/" 2>/dev/null
 # fuzz_render: a parameter byte, then a DICOM file
 mkdir -p "$WORK/seed_render"
 for f in "$WORK"/seed_read/*; do
