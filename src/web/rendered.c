@@ -887,8 +887,12 @@ static int uri_image_params(WebRequest *r, const Inst *in,
                             "windowWidth go together");
     }
     if (wc != NULL) {
+        /* Two decimal strings (PS3.18 §9): a comma in either would
+         * pass a third field, the window function, which WADO-URI does
+         * not have. */
         char w[160];
-        if (ag_fmt(w, sizeof w, "%s,%s", wc, ww) != AG_OK ||
+        if (strchr(wc, ',') != NULL || strchr(ww, ',') != NULL ||
+            ag_fmt(w, sizeof w, "%s,%s", wc, ww) != AG_OK ||
             codec_render_parse_window(w, p, err) != AG_OK) {
             return ag_error_set(err, AG_ERR_INVALID, "windowCenter / "
                                 "windowWidth must be numbers, the width at "

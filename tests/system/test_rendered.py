@@ -539,6 +539,11 @@ def test_wado_uri_errors(web):
     assert_json_error(wado(web, "ct", objectUID="not-a-uid"), 400)
     assert_json_error(wado(web, "ct", windowCenter="40"), 400)
     assert_json_error(wado(web, "ct", windowCenter="40", windowWidth="0"), 400)
+    # WADO-URI has no window function: a third field smuggled in is refused
+    assert_json_error(wado(web, "ct", windowCenter="40",
+                           windowWidth="400,sigmoid"), 400)
+    assert_json_error(wado(web, "ct", windowCenter="40,400",
+                           windowWidth="400"), 400)
     assert_json_error(wado(web, "ct", rows="0"), 400)
     assert_json_error(wado(web, "ct", region="0.5,0.5,0.2,0.9"), 400)
     assert_json_error(wado(web, "ct", contentType="image/gif"), 406)
