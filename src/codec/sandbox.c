@@ -479,7 +479,6 @@ typedef struct Helper {
     uint32_t seq;
     double busy_s;          /* wall time of start-up and jobs: an upper
                              * bound of its CPU time */
-    bool in_use;
     bool seccomp;
     uint64_t room;          /* shared memory it was started for */
     uint64_t as_limit;      /* its ceilings (0: none) */
@@ -494,7 +493,11 @@ static struct {
     unsigned timeout_ms;
     uint64_t memory_limit;
     char path[AG_PATH_MAX];
+    /* A slot in use belongs to its thread, which starts, stops and
+     * resets it without the lock; in_use is the pool's (under lock), kept
+     * apart so that no reset writes it while acquire reads it. */
     Helper h[CODEC_SANDBOX_MAX_HELPERS];
+    bool in_use[CODEC_SANDBOX_MAX_HELPERS];
     bool ready;             /* configured (or defaults applied) */
     bool warned_seccomp;
     CodecSandboxStats stats;
@@ -558,8 +561,7 @@ static int helper_stop(Helper *h, bool kill_it)
     if (h->memfd >= 0) {
         close(h->memfd);
     }
-    bool in_use = h->in_use;
-    *h = (Helper){.sock = -1, .memfd = -1, .in_use = in_use};
+    *h = (Helper){.sock = -1, .memfd = -1};
     return status;
 }
 
@@ -949,12 +951,12 @@ static Helper *acquire(unsigned *timeout_ms, uint64_t *mem, char *path)
     for (;;) {
         /* A running idle helper first, else any idle slot. */
         for (unsigned i = 0; i < pool.n && h == NULL; i++) {
-            if (!pool.h[i].in_use && pool.h[i].pid > 0) {
+            if (!pool.in_use[i] && pool.h[i].pid > 0) {
                 h = &pool.h[i];
             }
         }
         for (unsigned i = 0; i < pool.n && h == NULL; i++) {
-            if (!pool.h[i].in_use) {
+            if (!pool.in_use[i]) {
                 h = &pool.h[i];
             }
         }
@@ -963,7 +965,7 @@ static Helper *acquire(unsigned *timeout_ms, uint64_t *mem, char *path)
         }
         pthread_cond_wait(&pool.freed, &pool.lock);
     }
-    h->in_use = true;
+    pool.in_use[h - pool.h] = true;
     *timeout_ms = pool.timeout_ms;
     *mem = pool.memory_limit;
     memcpy(path, pool.path, sizeof pool.path);
@@ -978,7 +980,7 @@ static void release(Helper *h)
         helper_stop(h, true);     /* give the big shared memory back */
     }
     pthread_mutex_lock(&pool.lock);
-    h->in_use = false;
+    pool.in_use[h - pool.h] = false;
     pthread_cond_broadcast(&pool.freed);
     pthread_mutex_unlock(&pool.lock);
 }
@@ -1054,7 +1056,7 @@ void codec_sandbox_shutdown(void)
     for (;;) {
         bool busy = false;
         for (unsigned i = 0; i < CODEC_SANDBOX_MAX_HELPERS; i++) {
-            busy = busy || pool.h[i].in_use;
+            busy = busy || pool.in_use[i];
         }
         if (!busy) {
             break;
