@@ -70,15 +70,17 @@
 
 extern char **environ;
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SBX_ASAN 1
+/* Built with ASan or TSan: they reserve terabytes of address space for
+ * their shadow memory, so no RLIMIT_AS can be set. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SBX_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SBX_ASAN 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SBX_SANITIZED 1
 #endif
 #endif
-#ifndef SBX_ASAN
-#define SBX_ASAN 0
+#ifndef SBX_SANITIZED
+#define SBX_SANITIZED 0
 #endif
 
 #define SBX_FD_SOCK 3
@@ -247,7 +249,7 @@ static int harden(uint64_t as_limit, unsigned long cpu_limit)
 {
     close_range(SBX_FD_MEM + 1, ~0u, 0);
     set_limit(RLIMIT_CORE, 0);
-    if (as_limit > 0 && !SBX_ASAN) {
+    if (as_limit > 0 && !SBX_SANITIZED) {
         set_limit(RLIMIT_AS, (rlim_t)as_limit);
     }
     if (cpu_limit > 0) {
@@ -725,7 +727,7 @@ static int helper_start(Helper *h, const char *path, unsigned timeout_ms,
 {
     double t0 = now_s();
     h->room = room;
-    h->as_limit = SBX_ASAN ? 0 : memory_limit + 5 * room;
+    h->as_limit = SBX_SANITIZED ? 0 : memory_limit + 5 * room;
     h->cpu_limit = 4 * ((timeout_ms + 999) / 1000);
     if (h->cpu_limit < SBX_CPU_MIN) {
         h->cpu_limit = SBX_CPU_MIN;
@@ -889,10 +891,11 @@ static int run_job(Helper *h, const Job *j, unsigned timeout_ms,
     q.map_len = h->map_len;
     q.im = *j->im;
     snprintf(q.ts_uid, sizeof q.ts_uid, "%s", j->ts_uid);
-    if (!SBX_ASAN) {
+    if (!SBX_SANITIZED) {
         /* The base, the shared memory, and room for a codec's working
-         * buffers (OpenJPEG keeps 32 bits per sample).  ASan's shadow
-         * memory makes an address-space limit unusable there. */
+         * buffers (OpenJPEG keeps 32 bits per sample).  The shadow
+         * memory of ASan and TSan makes an address-space limit unusable
+         * there. */
         limit_child(h, RLIMIT_AS, (rlim_t)(memory_limit + h->map_len +
                                            4 * (uint64_t)j->out_len));
     }

@@ -31,15 +31,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TEST_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TEST_SANITIZED 1
 #endif
 #endif
-#ifndef TEST_ASAN
-#define TEST_ASAN 0
+#ifndef TEST_SANITIZED
+#define TEST_SANITIZED 0
 #endif
 
 extern char **environ;
@@ -308,7 +308,7 @@ static void test_crash_fails_one_frame(void **state)
     CodecSandboxStats a, b;
     codec_sandbox_stats(&a);
     /* Under ASan its SEGV handler dies of seccomp instead: a signal. */
-    misbehave("test:crash", TEST_ASAN ? "killed by signal" : "SIGSEGV");
+    misbehave("test:crash", TEST_SANITIZED ? "killed by signal" : "SIGSEGV");
     codec_sandbox_stats(&b);
     assert_true(b.failures > a.failures);
     decode_ok(&FRAMES[1]);
@@ -344,8 +344,8 @@ static void test_seccomp_kills_open(void **state)
 static void test_alloc_is_stopped(void **state)
 {
     (void)state;
-    if (TEST_ASAN) {
-        skip();                   /* no RLIMIT_AS under ASan (shadow) */
+    if (TEST_SANITIZED) {
+        skip();          /* no RLIMIT_AS under ASan or TSan (shadow) */
     }
     configure(1, 20000, (uint64_t)256 << 20);
     Frame *f = &FRAMES[0];
