@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, build, and run every test:
 #   1. unit tests (cmocka, meson test), -Wall -Wextra -Werror
-#   2. the same under ASan+UBSan (LeakSanitizer on)
+#   2. the same under ASan+UBSan (LeakSanitizer on), and under TSan
 #   3. system tests (pytest, /usr/bin/python3) against the built binary,
 #      then again against the ASan+UBSan binary (no sanitizer report allowed)
 #   4. each fuzz target for a bounded time (clang, libFuzzer)
@@ -53,6 +53,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 meson_stage "unit tests (ASan+UBSan)" build-asan -Dwerror=true \
     -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 unset ASAN_OPTIONS UBSAN_OPTIONS
+# ThreadSanitizer: the threads of the store's commit pipeline, the audit
+# writer, the codec helper pool and the DIMSE/HTTP servers' tests.
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+meson_stage "unit tests (TSan)" build-tsan -Dwerror=true \
+    -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+unset TSAN_OPTIONS
 
 # system_stage NAME BINARY: pytest against one build of the binary.
 system_stage() {
