@@ -421,6 +421,48 @@ static void test_eight_threads_share_the_pool(void **state)
     assert_true(codec_sandbox_helper_pid(2) == 0);   /* never a third */
 }
 
+/* Helpers crashing and being replaced on some threads while others take
+ * and give back helpers: every good frame still decodes, every bad one
+ * fails alone.  Under TSan this is where a helper's reset racing with
+ * another thread's look for an idle one shows. */
+static void *crasher(void *arg)
+{
+    Worker *w = arg;
+    for (int k = 0; k < 6; k++) {
+        const Frame *f = &FRAMES[0];
+        uint8_t *out = malloc(f->len);
+        AgError err;
+        if (codec_decode_frame_isolated("test:crash", &f->im, f->enc.data,
+                                        f->enc.len, out, f->len,
+                                        &err) != AG_ERR_PARSE) {
+            w->failures++;
+        }
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_failures_beside_other_threads(void **state)
+{
+    (void)state;
+    configure(2, 20000, 0);
+    pthread_t t[6];
+    Worker w[6];
+    for (int i = 0; i < 6; i++) {
+        w[i] = (Worker){.id = i};
+        assert_int_equal(pthread_create(&t[i], NULL,
+                                        i % 2 ? crasher : worker, &w[i]),
+                         0);
+    }
+    int failures = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        failures += w[i].failures;
+    }
+    assert_int_equal(failures, 0);
+    assert_true(codec_sandbox_helper_pid(2) == 0);   /* never a third */
+}
+
 static void test_configuration(void **state)
 {
     (void)state;
@@ -517,6 +559,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_alloc_is_stopped),
         cmocka_unit_test(test_protocol_violations),
         cmocka_unit_test(test_eight_threads_share_the_pool),
+        cmocka_unit_test(test_failures_beside_other_threads),
         cmocka_unit_test(test_configuration),
         cmocka_unit_test(test_agora_binary_as_helper),
         cmocka_unit_test(test_helper_by_hand_refuses),
