@@ -11,20 +11,12 @@
  * same list.  The Accept-Encoding parser and web_media_match run on the
  * same bytes.  A violation is a __builtin_trap().
  */
+#include "fuzz.h"
 #include "web/web_int.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)              \
-    do {                      \
-        if (!(x)) {           \
-            __builtin_trap(); \
-        }                     \
-    } while (0)
 
 static void check_field(const char *s, size_t cap, bool lower)
 {

@@ -3,13 +3,12 @@
  * byte picks a Specific Character Set and a VR, the rest is the value.  The
  * output must stay within its bound and be NUL-terminated.
  */
+#include "fuzz.h"
 #include "dicom/dicom.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -13,21 +13,13 @@
  * (samples clamped into bits_stored) must re-encode losslessly and decode
  * again to the same bytes; a violation is a __builtin_trap().
  */
+#include "fuzz.h"
 #include "codec/codec_int.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)              \
-    do {                      \
-        if (!(x)) {           \
-            __builtin_trap(); \
-        }                     \
-    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -14,13 +14,12 @@
  * code was not recorded in the AgError is not.  Seeds: tests/fuzz/corpus/
  * jpeg12 (streams DCMTK's dcmcjpeg +ee +bt made from synthetic images).
  */
+#include "fuzz.h"
 #include "codec/codec_int.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -9,13 +9,12 @@
  * for the same reason on reads.  Any result code is fine; a crash, a leak
  * or a success with an error code set is not.
  */
+#include "fuzz.h"
 #include "codec/codec_int.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -13,21 +13,13 @@
  * decode again to the same samples (bits_stored bits compared: the encoder
  * keeps only those); a violation is a __builtin_trap().
  */
+#include "fuzz.h"
 #include "codec/codec_int.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)              \
-    do {                      \
-        if (!(x)) {           \
-            __builtin_trap(); \
-        }                     \
-    } while (0)
 
 static bool same_samples(const CodecImage *im, const uint8_t *a,
                          const uint8_t *b, size_t n)

@@ -6,13 +6,12 @@
  * URIs), and that output must read again and be a fixed point: writing what
  * was read from it gives the same text.
  */
+#include "fuzz.h"
 #include "dicom/dicom.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Read text into a fresh arena and write it back into out. */
 static int cycle(const char *text, size_t len, const DicomJsonOptions *opt,

@@ -13,20 +13,12 @@
  * boundary web_multipart_create() accepts.  A violation is a
  * __builtin_trap().
  */
+#include "fuzz.h"
 #include "web/multipart.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)              \
-    do {                      \
-        if (!(x)) {           \
-            __builtin_trap(); \
-        }                     \
-    } while (0)
 
 typedef struct Count {
     size_t limit;       /* input size */

@@ -31,23 +31,15 @@
  * itself, and its start is not after its end; a window is finite within
  * the width its function allows; a viewport and a frame list are within
  * their bounds; an accepted rule or setting is one the checker knows.  A
- * violation is an abort().
+ * violation is a crash (CHECK, fuzz.h).
  */
+#include "fuzz.h"
 #include "web/web_int.h"
 #include "codec/codec.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)          \
-    do {                  \
-        if (!(x)) {       \
-            abort();      \
-        }                 \
-    } while (0)
 
 #define MAX_TEXT 4096
 #define FRAME_LIST_CAP 256      /* rendered.c's MAX_FRAME_LIST */

@@ -10,25 +10,17 @@
  * abort likewise; a command set re-encodes to bytes that parse and encode
  * again identically.  A violation is a __builtin_trap().
  */
+#include "fuzz.h"
 #include "net/net.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 static NetAssocParams first;
 static NetAssocParams second;
 static DimseCommand cmd1;
 static DimseCommand cmd2;
-
-#define CHECK(x)              \
-    do {                      \
-        if (!(x)) {           \
-            __builtin_trap(); \
-        }                     \
-    } while (0)
 
 static bool pc_equal(const NetPresContext *a, const NetPresContext *b)
 {

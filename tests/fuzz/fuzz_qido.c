@@ -8,14 +8,13 @@
  * SQL builder (wildcards, ranges, UID lists, escapes) and the matching on
  * metadata see whatever an attacker can send.
  */
+#include "fuzz.h"
 #include "web/web_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static Store *store;              /* open for the life of the process */
 static char dir[] = "/tmp/agora-fuzz-qido-XXXXXX";

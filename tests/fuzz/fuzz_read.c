@@ -5,12 +5,11 @@
  * is written back in each native syntax and dumped, so the writer and the
  * accessors see the same hostile structures.
  */
+#include "fuzz.h"
 #include "dicom/dicom.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -7,12 +7,11 @@
  * The first byte chooses the parameters (format, window function,
  * viewport, region).
  */
+#include "fuzz.h"
 #include "codec/codec.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

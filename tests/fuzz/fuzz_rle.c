@@ -6,12 +6,11 @@
  * byte written or read outside it.  A frame that decodes is re-encoded and
  * must decode back to itself (the codec is lossless).
  */
+#include "fuzz.h"
 #include "codec/codec_int.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
