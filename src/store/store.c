@@ -41,9 +41,10 @@
  * instances in the pipeline (a few DIMSE associations), each writer
  * fdatasyncs and renames its own blob — in parallel, and cheaper than a
  * syncfs for one file — and up to CHEAP_SYNC_MAX renamed blobs get their
- * directories fsynced.  With more (many associations), and always for asynchronous callers
- * (STOW-RS, agora import: streams that do not wait for each instance),
- * blobs wait unsynced and one syncfs per cycle serves them all.
+ * directories fsynced.  With more (many associations), and always for
+ * asynchronous callers (STOW-RS, agora import: streams that do not wait
+ * for each instance), blobs wait unsynced and one syncfs per cycle serves
+ * them all.
  */
 #define FEW_IN_FLIGHT 8
 #define CHEAP_SYNC_MAX 4
